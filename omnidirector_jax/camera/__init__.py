@@ -1,0 +1,1 @@
+"""Camera math, trajectories, the grid room (scene), and the pure-JAX rasterizer."""

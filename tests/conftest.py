@@ -1,0 +1,23 @@
+"""Test set-up: JAX on the CPU with 8 virtual devices, before anything imports jax."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+    os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_enable_x64", False)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Device tests need a GPU/TPU: skip them, visibly, when JAX only sees CPUs."""
+    if jax.default_backend() != "cpu":
+        return
+    skip = pytest.mark.skip(reason="needs a GPU or TPU (run on the device machine)")
+    for item in items:
+        if "device" in item.keywords:
+            item.add_marker(skip)
