@@ -2,7 +2,140 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import click
+
+from omnidirector_jax.errors import OmniDirectorError
 
 COMMANDS: list[click.Command] = []
 BENCH_COMMANDS: list[click.Command] = []
+
+log = logging.getLogger("omnidirector")
+REPO_TRAJECTORIES = Path(__file__).resolve().parents[2] / "data" / "trajectories"
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    """'480x832' → (480, 832)."""
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise OmniDirectorError(f"--size must look like HxW (e.g. 480x832), got {value!r}") from None
+    if h <= 0 or w <= 0:
+        raise OmniDirectorError(f"--size must be positive, got {value!r}")
+    return h, w
+
+
+def parse_fisheye(value: str | None):
+    if value is None:
+        return None
+    try:
+        coeffs = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise OmniDirectorError(f"--fisheye must be four numbers k1,k2,k3,k4, got {value!r}") from None
+    if len(coeffs) != 4:
+        raise OmniDirectorError(f"--fisheye must be four numbers k1,k2,k3,k4, got {len(coeffs)}")
+    return coeffs
+
+
+@click.command("render-grid")
+@click.argument("trajectory", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Output file: .mp4 (video), .npz (array 'frames', uint8 T×H×W×3) or .png (contact sheet).")
+@click.option("--size", default=None, help="Render size HxW, e.g. 480x832 (default: the trajectory's).")
+@click.option("--backend", type=click.Choice(["jax", "opencv"]), default="jax", show_default=True,
+              help="jax: the pure-JAX rasterizer; opencv: the NumPy/OpenCV reference renderer.")
+@click.option("--fisheye", default=None, help="Kannala–Brandt coefficients k1,k2,k3,k4 (overrides the file's).")
+@click.option("--profile", type=click.Choice(["opencv", "smooth"]), default="opencv", show_default=True,
+              help="Line profile of the JAX rasterizer (opencv-matching or smooth/differentiable).")
+@click.option("--method", type=click.Choice(["scatter", "tiled"]), default="scatter", show_default=True,
+              help="JAX raster method: scatter (CPU/GPU) or tiled (no scatter; for TPU).")
+@click.option("--line-width", type=float, default=None, help="Line width at full brightness (default max(4, W/320)).")
+@click.option("--segments", "segments_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the room's 3D segments as JSON (start, end, family, shot).")
+def render_grid_command(trajectory, out, size, backend, fisheye, profile, method, line_width, segments_out):
+    """Render TRAJECTORY (.json or .npz) as a camera-grid video."""
+    from omnidirector_jax.camera import raster
+    from omnidirector_jax.camera.render import render_trajectory
+    from omnidirector_jax.camera.scene import build_scene
+    from omnidirector_jax.camera.trajectory import load_trajectory
+    from omnidirector_jax.media import write_frames
+
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".mp4", ".npz", ".png"):
+        raise OmniDirectorError(f"--out must end in .mp4, .npz or .png, got {out!r}")
+    size = parse_size(size)
+    traj = load_trajectory(trajectory, size=size)
+    if size is not None and size != (traj.height, traj.width):
+        traj = traj.resized(*size)
+    coeffs = parse_fisheye(fisheye)
+    if coeffs is not None:
+        traj = traj.with_fisheye(coeffs)
+    cfg = raster.RasterConfig(profile=profile, method=method, line_width=line_width)
+    scene = build_scene(traj)
+    click.echo(f"{Path(trajectory).name}: {traj.num_frames} frames {traj.height}x{traj.width}, "
+               f"{len(traj.shots())} shot(s), {scene.num_valid} segments, backend {backend}", err=True)
+    frames = render_trajectory(traj, backend=backend, cfg=cfg, scene=scene)
+    write_frames(out, frames, fps=traj.fps)
+    if segments_out:
+        Path(segments_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(segments_out).write_text(json.dumps(scene.to_json()))
+    click.echo(f"wrote {out}", err=True)
+
+
+@click.command("demo")
+@click.option("--out", "out_dir", default="outputs/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the videos (.mp4) and contact sheets (.png).")
+@click.option("--trajectories", "traj_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder of trajectory files (default: the repository's data/trajectories).")
+@click.option("--backend", type=click.Choice(["jax", "opencv"]), default="jax", show_default=True,
+              help="Renderer to use.")
+def demo_command(out_dir, traj_dir, backend):
+    """The main job on its embedded default: render every sample trajectory into a grid video + contact sheet."""
+    from tqdm import tqdm
+
+    from omnidirector_jax.camera.render import render_trajectory
+    from omnidirector_jax.camera.trajectory import load_trajectory
+    from omnidirector_jax.media import contact_sheet, write_png, write_video
+
+    folder = Path(traj_dir) if traj_dir else (Path("data/trajectories") if Path("data/trajectories").is_dir()
+                                              else REPO_TRAJECTORIES)
+    files = sorted(folder.glob("*.json")) + sorted(folder.glob("*.npz"))
+    if not files:
+        raise OmniDirectorError(f"no trajectory files (.json/.npz) in {folder}")
+    out = Path(out_dir)
+    for path in tqdm(files, desc="rendering camera grids", unit="traj"):
+        traj = load_trajectory(path)
+        frames = render_trajectory(traj, backend=backend)
+        write_video(out / f"{path.stem}.mp4", frames, fps=traj.fps)
+        write_png(out / f"{path.stem}.png", contact_sheet(frames))
+    click.echo(f"rendered {len(files)} trajectories into {out}/ (mp4 videos and png contact sheets)", err=True)
+
+
+@click.command("raster")
+@click.option("--frames", default=49, show_default=True, help="Frames per scene.")
+@click.option("--repeats", default=3, show_default=True, help="Timed runs per measurement (best is kept).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
+def bench_raster_command(frames, repeats, as_json):
+    """Frames/s of the JAX rasterizer vs the OpenCV reference on the same scenes, with their ratio."""
+    from omnidirector_jax.camera.bench import run_raster_bench
+
+    rows = run_raster_bench(num_frames=frames, repeats=repeats)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    header = f"{'scene':<28}{'size':>10}{'segs':>7}{'jax fps':>10}{'compile s':>11}{'opencv fps':>12}" \
+             f"{'ratio':>8}{'jax MB':>9}{'cv MB':>8}"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for r in rows:
+        click.echo(f"{r['scene']:<28}{r['size']:>10}{r['segments']:>7}{r['jax_fps']:>10.1f}{r['jax_compile_s']:>11.2f}"
+                   f"{r['opencv_fps']:>12.1f}{r['ratio']:>8.2f}{r['jax_peak_mb']:>9.1f}{r['opencv_peak_mb']:>8.1f}")
+
+
+COMMANDS += [render_grid_command, demo_command]
+BENCH_COMMANDS += [bench_raster_command]
