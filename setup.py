@@ -36,6 +36,8 @@ setup(
             "diffusers>=0.35,<1",
             "safetensors>=0.4,<1",
         ],
+        # Optional structure-from-motion pose back end (falls back to OpenCV VO without it).
+        "colmap": ["pycolmap>=4.2.1,<5"],
         "tpu": ["jax[tpu]>=0.10.2,<0.13"],
         "cuda": ["jax[cuda12]>=0.10.2,<0.13"],
     },

@@ -17,6 +17,11 @@ from omnidirector_jax.errors import OmniDirectorError
 # Each module exposes COMMANDS (top-level) and/or BENCH_COMMANDS (under `omnidirector bench`).
 COMMAND_MODULES = [
     "omnidirector_jax.camera.commands",
+    "omnidirector_jax.perception.commands",
+    "omnidirector_jax.models.commands",
+    "omnidirector_jax.data.commands",
+    "omnidirector_jax.eval.commands",
+    "omnidirector_jax.perception.extract_commands",
 ]
 
 

@@ -54,7 +54,6 @@ _AA_END_RAMP = np.array([0.000] * 8 + [
     0.004, 0.034, 0.084, 0.129, 0.175, 0.220, 0.261, 0.302, 0.345, 0.384, 0.422, 0.463, 0.498, 0.532, 0.569, 0.601,
     0.634, 0.664, 0.692, 0.722, 0.750, 0.776, 0.802, 0.823, 0.845, 0.869, 0.890, 0.912, 0.931, 0.948, 0.966, 0.983,
     0.996] + [1.000] * 8, dtype=np.float32)
-_CAP_SOFTNESS = 0.6  # OpenCV's round caps: coverage clip(r + 0.6 − d, 0, 1) fits its AA circles best
 _ALPHA_MAX = 1.0 - 1e-6  # keeps log(1 − a) finite under full coverage
 
 PROFILES = ("opencv", "smooth")
@@ -68,11 +67,12 @@ class RasterConfig:
     profile: str = "opencv"  # 'opencv' (matches cv2.line LINE_AA) | 'smooth' (differentiable)
     method: str = "scatter"  # 'scatter' (CPU/GPU) | 'tiled' (TPU: no scatter)
     line_width: float | None = None  # width at full fog; None → max(4, W / 320)
-    pixel_budget: int | None = None  # candidate pixels per frame (scatter); None → H·W / 3
+    pixel_budget: int | None = None  # candidate pixels per frame (scatter); None → as many as needed
+    chunk: int = 1 << 15  # candidate pixels processed per scatter step (bounds memory)
     near: float = 0.1  # near plane (camera z)
     fog_cutoff: float = 0.05  # segments dimmer than this are dropped
     fisheye_pieces: int = 16  # sub-segments per segment for fisheye lenses (≥ 12; ~32 for strong lenses)
-    frame_batch: int = 4  # frames per lax.map step (XLA:CPU materialises per-frame temporaries)
+    frame_batch: int = 1  # frames per lax.map step (XLA:CPU materialises per-frame temporaries)
     tile: int = 16  # tiled method: tile side in pixels
     tile_segments: int = 32  # tiled method: segments considered per tile
     smooth_softness: float = 0.35  # smooth profile: sigmoid temperature in pixels
@@ -181,7 +181,91 @@ def frame_segments(scene: dict, w2c: jax.Array, K: jax.Array, dist: jax.Array | 
     return {"a": a, "b": b, "family": family, "fog": fog, "thickness": thickness, "keep": keep}
 
 
-# ------------------------------------------------------------------------------------------ profiles
+# ---------------------------------------------------------------------------------------- primitives
+# Every visible segment becomes a fixed number of drawing primitives, packed as rows of floats:
+#   kind 0: anti-aliased 1-px line (OpenCV LineAA) between (x0, y0) and (x1, y1);
+#   kind 1: convex quadrilateral (x0, y0) … (x3, y3) filled by OpenCV's scanline rule;
+#   kind 2: smooth capsule of width `w` around (x0, y0)–(x1, y1) (the differentiable profile).
+# OpenCV draws a line of thickness t ≥ 2 as a quad of half-width o = ⌈t/2⌉ plus two round caps of radius
+# t/2, which for t ≤ 4 are diamonds; each polygon gets 1-px AA edges and a scanline fill. So an 'opencv'
+# segment is one AA line (t = 1) or 12 AA edges + 3 fills (t ≥ 2); a 'smooth' segment is one capsule.
+# The enumeration frame of a primitive: centre line (ex0, ey0)–(ex1, ey1), half-window R rows, pad columns.
+_F = {name: i for i, name in enumerate(
+    ["ex0", "ey0", "ex1", "ey1", "R", "pad", "kind", "fog", "family", "w",
+     "x0", "y0", "x1", "y1", "x2", "y2", "x3", "y3", "live"])}
+_NF = len(_F)
+
+
+def _pack(n: int, **cols) -> jax.Array:
+    out = jnp.zeros((n, _NF), jnp.float32)
+    for name, value in cols.items():
+        out = out.at[:, _F[name]].set(jnp.broadcast_to(jnp.asarray(value, jnp.float32), (n,)))
+    return out
+
+
+def make_primitives(seg: dict, cfg: RasterConfig) -> jax.Array:
+    """Visible 2D segments → packed primitives (N, _NF) float32 (see the table above)."""
+    a, b, keep = seg["a"], seg["b"], seg["keep"]
+    n = a.shape[0]
+    common = {"fog": seg["fog"], "family": seg["family"].astype(jnp.float32)}
+    if cfg.profile == "smooth":
+        w = seg["thickness"]
+        reach = jnp.ceil(w / 2.0 + 3.0 * cfg.smooth_softness)
+        stretch = jnp.sqrt(2.0)  # worst case over slopes ≤ 1, keeps R static-shaped per segment
+        return _pack(n, ex0=a[:, 0], ey0=a[:, 1], ex1=b[:, 0], ey1=b[:, 1], R=jnp.ceil(reach * stretch) + 1,
+                     pad=reach, kind=2.0, w=w, x0=a[:, 0], y0=a[:, 1], x1=b[:, 0], y1=b[:, 1],
+                     live=keep.astype(jnp.float32), **common)
+    t = seg["thickness"]
+    thin = t < 1.5
+    thin_line = _pack(n, ex0=a[:, 0], ey0=a[:, 1], ex1=b[:, 0], ey1=b[:, 1], R=1.0, pad=1.0, kind=0.0,
+                      x0=a[:, 0], y0=a[:, 1], x1=b[:, 0], y1=b[:, 1], live=(keep & thin).astype(jnp.float32),
+                      **common)
+    thick = (keep & ~thin).astype(jnp.float32)
+    # Quad: corners p0 ± d, p1 ∓ d with d ⟂ (p1 − p0), |d| = o = t/2 (+ 1/2 when t is odd).
+    o = jnp.floor((t + 1.0) / 2.0)
+    delta = b - a
+    length = jnp.maximum(jnp.linalg.norm(delta, axis=-1), 1e-9)
+    d = jnp.stack([delta[:, 1], -delta[:, 0]], -1) * (o / length)[:, None]
+    quad = jnp.stack([a + d, a - d, b - d, b + d], 1)  # (n, 4, 2)
+    # Caps: diamonds of radius t/2 at both ends (OpenCV approximates circles this small by 4 points).
+    r = t / 2.0
+    dirs = jnp.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    caps = [p[:, None, :] + r[:, None, None] * dirs[None] for p in (a, b)]  # (n, 4, 2) each
+    polys = [quad] + caps
+    stretch = jnp.sqrt(1.0 + jnp.minimum(jnp.abs(delta[:, 0]), jnp.abs(delta[:, 1])) ** 2
+                       / jnp.maximum(jnp.abs(delta[:, 0]), jnp.abs(delta[:, 1])).clip(1e-9) ** 2)
+    out = [thin_line]
+    for k, poly in enumerate(polys):
+        for e in range(4):  # the polygon's edges, drawn as AA lines
+            p, q = poly[:, e], poly[:, (e + 1) % 4]
+            out.append(_pack(n, ex0=p[:, 0], ey0=p[:, 1], ex1=q[:, 0], ey1=q[:, 1], R=1.0, pad=1.0, kind=0.0,
+                             x0=p[:, 0], y0=p[:, 1], x1=q[:, 0], y1=q[:, 1], live=thick, **common))
+        verts = {f"{c}{i}": poly[:, i, j] for i in range(4) for j, c in enumerate("xy")}
+        if k == 0:
+            frame = dict(ex0=a[:, 0], ey0=a[:, 1], ex1=b[:, 0], ey1=b[:, 1], R=jnp.ceil(o * stretch) + 1,
+                         pad=o + 1)
+        else:
+            c = a if k == 1 else b
+            frame = dict(ex0=c[:, 0], ey0=c[:, 1], ex1=c[:, 0], ey1=c[:, 1], R=jnp.ceil(r) + 1, pad=jnp.ceil(r) + 1)
+        out.append(_pack(n, kind=1.0, live=thick, **frame, **verts, **common))
+    return jnp.concatenate(out)
+
+
+def _axes(p: jax.Array) -> dict:
+    """Enumeration frame of primitive rows p (..., _NF): major axis, ordered ends, slope."""
+    x0, y0, x1, y1 = (p[..., _F[k]] for k in ("ex0", "ey0", "ex1", "ey1"))
+    x_major = jnp.abs(x1 - x0) > jnp.abs(y1 - y0)  # OpenCV steps along y when |dx| == |dy|
+    maj0, maj1 = jnp.where(x_major, x0, y0), jnp.where(x_major, x1, y1)
+    min0, min1 = jnp.where(x_major, y0, x0), jnp.where(x_major, y1, x1)
+    swap = maj1 < maj0
+    maj0, maj1, min0, min1 = (jnp.where(swap, maj1, maj0), jnp.where(swap, maj0, maj1),
+                              jnp.where(swap, min1, min0), jnp.where(swap, min0, min1))
+    span = maj1 - maj0
+    m = jnp.where(span > 1e-9, (min1 - min0) / jnp.where(span > 1e-9, span, 1.0), 0.0)
+    return {"x_major": x_major, "maj0": maj0, "maj1": maj1, "min0": min0, "min1": min1, "m": m}
+
+
+# ------------------------------------------------------------------------------------------ weights
 def _interp_table(table: jax.Array, pos: jax.Array) -> jax.Array:
     """Linear interpolation in a 1D table at fractional index ``pos`` (clamped)."""
     n = table.shape[-1]
@@ -194,7 +278,7 @@ def _interp_table(table: jax.Array, pos: jax.Array) -> jax.Array:
 
 def _aa_weight(slope: jax.Array, offset: jax.Array) -> jax.Array:
     """OpenCV thin-line weight for minor-axis ``offset`` (px) at ``slope`` = |minor/major| ∈ [0, 1]."""
-    table = jnp.asarray(_AA_PROFILE)
+    flat = jnp.asarray(_AA_PROFILE).reshape(-1)
     sp = jnp.clip(slope * 8.0, 0.0, 8.0)
     s0 = jnp.floor(sp).astype(jnp.int32)
     s1 = jnp.minimum(s0 + 1, 8)
@@ -203,90 +287,63 @@ def _aa_weight(slope: jax.Array, offset: jax.Array) -> jax.Array:
     d0 = jnp.floor(dp).astype(jnp.int32)
     d1 = jnp.minimum(d0 + 1, 48)
     fd = dp - d0
-    flat = table.reshape(-1)
     g = lambda s, d: flat[s * 49 + d]  # noqa: E731
     w = (g(s0, d0) * (1 - fd) + g(s0, d1) * fd) * (1 - fs) + (g(s1, d0) * (1 - fd) + g(s1, d1) * fd) * fs
     return jnp.where(jnp.abs(offset) <= 1.5, w, 0.0)
 
 
-def _end_ramp(s: jax.Array) -> jax.Array:
-    return _interp_table(jnp.asarray(_AA_END_RAMP), s * 16.0 + 24.0)
+def _line_weight(p: jax.Array, ax: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Kind 0: OpenCV LineAA — three rows around the line per major step, measured profile, end ramps."""
+    maj = jnp.where(ax["x_major"], x, y).astype(jnp.float32)
+    row = jnp.where(ax["x_major"], y, x).astype(jnp.float32)
+    centre = ax["min0"] + (maj - ax["maj0"]) * ax["m"]
+    near = jnp.abs(row - jnp.floor(centre + 0.5)) <= 1.0
+    ramp = _interp_table(jnp.asarray(_AA_END_RAMP), jnp.minimum(maj - ax["maj0"], ax["maj1"] - maj) * 16.0 + 24.0)
+    degenerate = (ax["maj1"] - ax["maj0"]) < 1.0 / 32.0  # OpenCV draws (almost) nothing for a point
+    return jnp.where(near & ~degenerate, _aa_weight(jnp.abs(ax["m"]), row - centre), 0.0) * ramp
 
 
-def _segment_frame(seg: dict) -> dict:
-    """Per-segment quantities in (major, minor) axes: a → major coordinate, b → minor coordinate."""
-    a, b = seg["a"], seg["b"]
-    d = b - a
-    x_major = jnp.abs(d[:, 0]) >= jnp.abs(d[:, 1])
-    maj0 = jnp.where(x_major, a[:, 0], a[:, 1])
-    min0 = jnp.where(x_major, a[:, 1], a[:, 0])
-    maj1 = jnp.where(x_major, b[:, 0], b[:, 1])
-    min1 = jnp.where(x_major, b[:, 1], b[:, 0])
-    swap = maj1 < maj0
-    maj0, maj1 = jnp.where(swap, maj1, maj0), jnp.where(swap, maj0, maj1)
-    min0, min1 = jnp.where(swap, min1, min0), jnp.where(swap, min0, min1)
-    span = maj1 - maj0
-    m = jnp.where(span > 1e-9, (min1 - min0) / jnp.where(span > 1e-9, span, 1.0), 0.0)
-    return {"x_major": x_major, "maj0": maj0, "maj1": maj1, "min0": min0, "min1": min1, "m": m}
+def _fill_weight(p: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Kind 1: OpenCV's convex scanline fill — rows round(y_min)…round(y_max); on each row the span between
+    the two active edges, each walked from its upper vertex at its rounded row; pixels ceil(left)…floor(right)."""
+    xs = [p[..., _F[f"x{i}"]] for i in range(4)]
+    ys = [p[..., _F[f"y{i}"]] for i in range(4)]
+    yr = [jnp.floor(v + 0.5) for v in ys]
+    ymin_r = jnp.minimum(jnp.minimum(yr[0], yr[1]), jnp.minimum(yr[2], yr[3]))
+    ymax_r = jnp.maximum(jnp.maximum(yr[0], yr[1]), jnp.maximum(yr[2], yr[3]))
+    yf = y.astype(jnp.float32)
+    left = jnp.full(yf.shape, jnp.inf)
+    right = jnp.full(yf.shape, -jnp.inf)
+    for i in range(4):
+        j = (i + 1) % 4
+        top = yr[i] <= yr[j]
+        xt, xb = jnp.where(top, xs[i], xs[j]), jnp.where(top, xs[j], xs[i])
+        yt, yb = jnp.minimum(yr[i], yr[j]), jnp.maximum(yr[i], yr[j])
+        active = (yb > yt) & (yf >= yt) & ((yf < yb) | ((yf == yb) & (yb == ymax_r)))
+        xe = xt + (yf - yt) * (xb - xt) / jnp.where(yb > yt, yb - yt, 1.0)
+        left = jnp.where(active, jnp.minimum(left, xe), left)
+        right = jnp.where(active, jnp.maximum(right, xe), right)
+    xf = x.astype(jnp.float32)
+    inside = (yf >= ymin_r) & (yf <= ymax_r) & (xf >= jnp.ceil(left)) & (xf <= jnp.floor(right))
+    return inside.astype(jnp.float32)
 
 
-def _half_rows(seg: dict, geo: dict, cfg: RasterConfig) -> jax.Array:
-    """Rows above/below the centre row that a segment can touch (R; the window is 2R + 1 rows)."""
-    t = seg["thickness"]
-    stretch = jnp.sqrt(1.0 + geo["m"] ** 2)  # minor-axis extent of a perpendicular width
-    if cfg.profile == "opencv":
-        offset = jnp.where(t > 1.5, jnp.floor((t + 1.0) / 2.0), 0.0)
-        return jnp.ceil(offset * stretch).astype(jnp.int32) + 1
-    return jnp.ceil((t / 2.0 + 3.0 * cfg.smooth_softness) * stretch).astype(jnp.int32) + 1
+def _capsule_weight(p: jax.Array, x: jax.Array, y: jax.Array, softness: float) -> jax.Array:
+    """Kind 2: smooth coverage sigmoid((w/2 − d) / softness), d = distance to the segment (round caps)."""
+    ax, ay, bx, by = (p[..., _F[k]] for k in ("x0", "y0", "x1", "y1"))
+    px, py = x.astype(jnp.float32) - ax, y.astype(jnp.float32) - ay
+    dx, dy = bx - ax, by - ay
+    s = jnp.clip((px * dx + py * dy) / jnp.maximum(dx * dx + dy * dy, 1e-9), 0.0, 1.0)
+    d = jnp.sqrt((px - s * dx) ** 2 + (py - s * dy) ** 2 + 1e-12)
+    return jax.nn.sigmoid((p[..., _F["w"]] / 2.0 - d) / softness)
 
 
-def _col_pad(seg: dict, cfg: RasterConfig) -> jax.Array:
-    """Columns drawn beyond each end point (end ramp or cap)."""
-    t = seg["thickness"]
-    if cfg.profile == "opencv":
-        return jnp.where(t > 1.5, jnp.floor((t + 1.0) / 2.0) + 1.0, 1.0).astype(jnp.int32)
-    return jnp.ceil(t / 2.0 + 3.0 * cfg.smooth_softness).astype(jnp.int32)
-
-
-def pixel_weight(seg: dict, geo: dict, idx: jax.Array, maj: jax.Array, row: jax.Array,
-                 cfg: RasterConfig) -> jax.Array:
-    """Line weight a ∈ [0, 1] of pixel (major ``maj``, minor ``row``) for segments ``idx`` (any shape)."""
-    take = lambda k: geo[k][idx]  # noqa: E731
-    maj0, maj1, min0, m = take("maj0"), take("maj1"), take("min0"), take("m")
-    majf = maj.astype(jnp.float32)
-    rowf = row.astype(jnp.float32)
-    t = seg["thickness"][idx]
+def primitive_weight(p: jax.Array, x: jax.Array, y: jax.Array, cfg: RasterConfig) -> jax.Array:
+    """Weight a ∈ [0, 1] of image pixel (x, y) for primitive rows p (..., _NF)."""
     if cfg.profile == "smooth":
-        # Distance from the pixel centre to the segment (round caps), in image pixels.
-        min1 = take("min1")
-        pa = jnp.stack([majf - maj0, rowf - min0], -1)
-        ab = jnp.stack([maj1 - maj0, min1 - min0], -1)
-        s = jnp.clip(jnp.sum(pa * ab, -1) / jnp.maximum(jnp.sum(ab * ab, -1), 1e-9), 0.0, 1.0)
-        d = jnp.linalg.norm(pa - ab * s[..., None], axis=-1)
-        return jax.nn.sigmoid((t / 2.0 - d) / cfg.smooth_softness)
-    slope = jnp.abs(m)
-    centre = min0 + (majf - maj0) * m  # minor coordinate of the line at this column
-    thin = t < 1.5
-    # 1-px line: the three rows around round(centre), weights from the measured profile and end ramp.
-    yc = jnp.floor(centre + 0.5)
-    ramp = _end_ramp(jnp.minimum(majf - maj0, maj1 - majf))
-    w_thin = jnp.where(jnp.abs(rowf - yc) <= 1.0, _aa_weight(slope, rowf - centre), 0.0) * ramp
-    # Thick line: a solid band between edge lines offset by o = ⌊(t+1)/2⌋ px across the line (OpenCV 5),
-    # each edge anti-aliased with the thin-line weight, plus round caps of radius o.
-    o = jnp.floor((t + 1.0) / 2.0)
-    h = o * jnp.sqrt(1.0 + m * m)
-    lo_edge, hi_edge = centre - h, centre + h
-    lo, hi = jnp.floor(lo_edge + 0.5), jnp.floor(hi_edge + 0.5)
-    in_span = (majf >= jnp.floor(maj0 + 0.5)) & (majf <= jnp.floor(maj1 + 0.5))
-    band = jnp.where((rowf >= lo) & (rowf <= hi), 1.0,
-                     jnp.where(rowf == lo - 1, _aa_weight(slope, rowf - lo_edge),
-                               jnp.where(rowf == hi + 1, _aa_weight(slope, rowf - hi_edge), 0.0)))
-    band = jnp.where(in_span, band, 0.0)
-    min1 = take("min1")
-    d0 = jnp.hypot(majf - maj0, rowf - min0)
-    d1 = jnp.hypot(majf - maj1, rowf - min1)
-    cap = jnp.clip(o + _CAP_SOFTNESS - jnp.minimum(d0, d1), 0.0, 1.0)
-    return jnp.where(thin, w_thin, jnp.maximum(band, cap))
+        return _capsule_weight(p, x, y, cfg.smooth_softness)
+    kind = p[..., _F["kind"]]
+    return jnp.where(kind < 0.5, _line_weight(p, _axes(p), x, y), _fill_weight(p, x, y))
 
 
 # -------------------------------------------------------------------------------------- compositing
@@ -306,80 +363,110 @@ def _quantities(a: jax.Array, fog: jax.Array) -> jax.Array:
     return jnp.stack([a, a * fog, jnp.log1p(-a)], axis=-1)
 
 
-def _raster_scatter(seg: dict, height: int, width: int, cfg: RasterConfig) -> tuple[jax.Array, jax.Array]:
-    """Accumulators (3, 3, H, W) by budgeted candidate pixels + scatter-add; also the overflow count."""
-    geo = _segment_frame(seg)
-    half = _half_rows(seg, geo, cfg)
-    pad = _col_pad(seg, cfg)
-    n_major = jnp.where(geo["x_major"], width, height)
-    c0 = jnp.clip(jnp.floor(geo["maj0"]).astype(jnp.int32) - pad, 0, n_major - 1)
-    c1 = jnp.clip(jnp.ceil(geo["maj1"]).astype(jnp.int32) + pad, 0, n_major - 1)
-    rows = 2 * half + 1
-    count = jnp.where(seg["keep"], (c1 - c0 + 1) * rows, 0)
+def _candidate_ranges(prims: jax.Array, height: int, width: int) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
+    ax = _axes(prims)
+    R = prims[:, _F["R"]].astype(jnp.int32)
+    pad = prims[:, _F["pad"]].astype(jnp.int32)
+    n_major = jnp.where(ax["x_major"], width, height)
+    c0 = jnp.clip(jnp.floor(ax["maj0"]).astype(jnp.int32) - pad, 0, n_major - 1)
+    c1 = jnp.clip(jnp.ceil(ax["maj1"]).astype(jnp.int32) + pad, 0, n_major - 1)
+    live = prims[:, _F["live"]] > 0.5
+    count = jnp.where(live & (c1 >= c0), (c1 - c0 + 1) * (2 * R + 1), 0)
+    return ax, R, c0, count
+
+
+def candidate_counts(prims: jax.Array, height: int, width: int) -> jax.Array:
+    """Candidate pixels the scatter method enumerates for these primitives (the budget it needs)."""
+    return _candidate_ranges(prims, height, width)[3].sum()
+
+
+def _scatter_chunk(acc: jax.Array, prims: jax.Array, ax: dict, R: jax.Array, c0: jax.Array, count: jax.Array,
+                   ends: jax.Array, start: jax.Array, chunk: int, height: int, width: int,
+                   cfg: RasterConfig) -> jax.Array:
+    """Add candidate pixels [start, start + chunk) of the primitives' enumeration into ``acc``."""
+    sample = start + jnp.arange(chunk, dtype=jnp.int32)
+    idx = jnp.minimum(jnp.searchsorted(ends, sample, side="right"), count.shape[0] - 1)
+    p = prims[idx]  # one gather of whole rows
+    rows = 2 * R[idx] + 1
+    local = sample - (ends[idx] - count[idx])
+    col = c0[idx] + local // rows
+    k = local % rows - R[idx]
+    pa = {key: value[idx] for key, value in ax.items()}
+    colf = col.astype(jnp.float32)
+    along = jnp.clip(colf, pa["maj0"], pa["maj1"])
+    centre = pa["min0"] + (along - pa["maj0"]) * pa["m"]
+    if cfg.profile == "opencv":  # 1-px lines follow the unclamped line through their end ramps
+        line = pa["min0"] + (colf - pa["maj0"]) * pa["m"]
+        centre = jnp.where(p[:, _F["kind"]] < 0.5, line, centre)
+    row = jnp.floor(centre + 0.5).astype(jnp.int32) + k
+    px, py = jnp.where(pa["x_major"], col, row), jnp.where(pa["x_major"], row, col)
+    weight = primitive_weight(p, px, py, cfg)
+    ok = (sample < ends[-1]) & (px >= 0) & (px < width) & (py >= 0) & (py < height) & (weight > 0)
+    family = p[:, _F["family"]].astype(jnp.int32)
+    flat = jnp.where(ok, family * (height * width) + py * width + px, 3 * height * width)
+    vals = _quantities(jnp.where(ok, weight, 0.0), p[:, _F["fog"]])
+    return acc.at[flat].add(vals, mode="drop")
+
+
+def _raster_scatter(prims: jax.Array, height: int, width: int, cfg: RasterConfig) -> tuple[jax.Array, jax.Array]:
+    """Accumulators (3, 3, H, W): enumerate candidate pixels in chunks, weigh them, scatter-add.
+
+    With ``cfg.pixel_budget`` the chunk count is static (``fori_loop``: reverse-differentiable) and pixels past
+    the budget are dropped and counted as overflow; without it a ``while_loop`` runs until every candidate is
+    drawn (exact, forward-only).
+    """
+    ax, R, c0, count = _candidate_ranges(prims, height, width)
     ends = jnp.cumsum(count)
     total = ends[-1]
-    budget = cfg.pixel_budget or (height * width) // 3
-    sample = jnp.arange(budget, dtype=jnp.int32)
-    idx = jnp.minimum(jnp.searchsorted(ends, sample, side="right"), count.shape[0] - 1)
-    local = sample - (ends[idx] - count[idx])
-    col = c0[idx] + local // rows[idx]
-    k = local % rows[idx] - half[idx]
-    colf = col.astype(jnp.float32)
-    clamped = jnp.clip(colf, geo["maj0"][idx], geo["maj1"][idx])
-    centre = geo["min0"][idx] + (clamped - geo["maj0"][idx]) * geo["m"][idx]
-    if cfg.profile == "opencv":  # thin lines follow the unclamped line past their ends (the end ramp)
-        line = geo["min0"][idx] + (colf - geo["maj0"][idx]) * geo["m"][idx]
-        centre = jnp.where(seg["thickness"][idx] < 1.5, line, centre)
-    row = jnp.floor(centre + 0.5).astype(jnp.int32) + k
-    weight = pixel_weight(seg, geo, idx, col, row, cfg)
-    x_major = geo["x_major"][idx]
-    px, py = jnp.where(x_major, col, row), jnp.where(x_major, row, col)
-    ok = (sample < total) & (px >= 0) & (px < width) & (py >= 0) & (py < height) & (weight > 0)
-    flat = seg["family"][idx] * (height * width) + py * width + px
-    flat = jnp.where(ok, flat, 3 * height * width)  # out of range: dropped by the scatter
-    vals = _quantities(jnp.where(ok, weight, 0.0), seg["fog"][idx])
-    acc = jnp.zeros((3 * height * width, 3), jnp.float32).at[flat].add(vals, mode="drop")
+    acc = jnp.zeros((3 * height * width, 3), jnp.float32)
+    chunk = cfg.chunk
+    draw = lambda i, a: _scatter_chunk(a, prims, ax, R, c0, count, ends, i * chunk, chunk,  # noqa: E731
+                                       height, width, cfg)
+    if cfg.pixel_budget:
+        n_chunks = -(-int(cfg.pixel_budget) // chunk)
+        acc = jax.lax.fori_loop(0, n_chunks, draw, acc)
+        overflow = jnp.maximum(total - n_chunks * chunk, 0)
+    else:
+        acc = jax.lax.while_loop(lambda c: c[0] * chunk < total, lambda c: (c[0] + 1, draw(c[0], c[1])),
+                                 (jnp.int32(0), acc))[1]
+        overflow = jnp.int32(0)
     acc = acc.reshape(3, height, width, 3).transpose(0, 3, 1, 2)
-    return acc, jnp.maximum(total - budget, 0)
+    return acc, overflow
 
 
-def _raster_tiled(seg: dict, height: int, width: int, cfg: RasterConfig) -> tuple[jax.Array, jax.Array]:
-    """Accumulators (3, 3, H, W) by tiles: each tile evaluates its nearest ``tile_segments`` segments."""
-    geo = _segment_frame(seg)
-    half = _half_rows(seg, geo, cfg).astype(jnp.float32)
-    pad = _col_pad(seg, cfg).astype(jnp.float32)
-    ts = cfg.tile
-    ty, tx = -(-height // ts), -(-width // ts)
-    # Footprint box of each segment in image x/y (major/minor padded by caps and rows).
-    lo_min = jnp.minimum(geo["min0"], geo["min1"]) - half - 1
-    hi_min = jnp.maximum(geo["min0"], geo["min1"]) + half + 1
-    lo_maj, hi_maj = geo["maj0"] - pad - 1, geo["maj1"] + pad + 1
-    xm = geo["x_major"]
+def _raster_tiled(prims: jax.Array, height: int, width: int, cfg: RasterConfig) -> tuple[jax.Array, jax.Array]:
+    """Accumulators (3, 3, H, W) by tiles: each tile evaluates the ``tile_segments`` primitives that overlap it."""
+    ax = _axes(prims)
+    R = prims[:, _F["R"]]
+    pad = prims[:, _F["pad"]]
+    lo_min = jnp.minimum(ax["min0"], ax["min1"]) - R - 1
+    hi_min = jnp.maximum(ax["min0"], ax["min1"]) + R + 1
+    lo_maj, hi_maj = ax["maj0"] - pad - 1, ax["maj1"] + pad + 1
+    xm = ax["x_major"]
     x_lo, x_hi = jnp.where(xm, lo_maj, lo_min), jnp.where(xm, hi_maj, hi_min)
     y_lo, y_hi = jnp.where(xm, lo_min, lo_maj), jnp.where(xm, hi_min, hi_maj)
-    n = seg["keep"].shape[0]
+    live = prims[:, _F["live"]] > 0.5
+    ts = cfg.tile
+    ty, tx = -(-height // ts), -(-width // ts)
+    n = prims.shape[0]
     kk = min(cfg.tile_segments, n)
 
     def tile_row(r):
         y0 = r * ts
         xs0 = jnp.arange(tx) * ts
-        over = (seg["keep"][None] & (x_lo[None] <= xs0[:, None] + ts - 1) & (x_hi[None] >= xs0[:, None])
-                & (y_lo[None] <= y0 + ts - 1) & (y_hi[None] >= y0))  # (tx, S)
-        # Keep the first kk overlapping segments in draw order (ties broken by index).
-        score = jnp.where(over, n - jnp.arange(n)[None], 0)
+        over = (live[None] & (x_lo[None] <= xs0[:, None] + ts - 1) & (x_hi[None] >= xs0[:, None])
+                & (y_lo[None] <= y0 + ts - 1) & (y_hi[None] >= y0))  # (tx, N)
+        score = jnp.where(over, n - jnp.arange(n)[None], 0)  # first kk overlapping, in draw order
         _, pick = jax.lax.top_k(score, kk)  # (tx, kk)
-        picked_ok = jnp.take_along_axis(over, pick, axis=1)
+        picked = jnp.take_along_axis(over, pick, axis=1)
         overflow = jnp.maximum(over.sum(1) - kk, 0).sum()
         yy, xx = jnp.meshgrid(jnp.arange(ts) + y0, jnp.arange(ts), indexing="ij")
-        px = xs0[:, None, None] + xx[None]  # (tx, ts, ts)
-        py = jnp.broadcast_to(yy[None], px.shape)
-        idx = pick[:, None, None, :]  # (tx, 1, 1, kk)
-        x_major = geo["x_major"][idx]
-        maj = jnp.where(x_major, px[..., None], py[..., None])
-        row = jnp.where(x_major, py[..., None], px[..., None])
-        w = pixel_weight(seg, geo, idx, maj, row, cfg) * picked_ok[:, None, None, :]
-        q = _quantities(w, seg["fog"][idx])  # (tx, ts, ts, kk, 3)
-        onehot = jax.nn.one_hot(seg["family"][pick], 3, dtype=jnp.float32)  # (tx, kk, 3)
+        px = (xs0[:, None, None] + xx[None])[..., None]  # (tx, ts, ts, 1)
+        py = jnp.broadcast_to(yy[None], (tx, ts, ts))[..., None]
+        p = prims[pick][:, None, None]  # (tx, 1, 1, kk, _NF)
+        w = primitive_weight(p, px, py, cfg) * picked[:, None, None, :]
+        q = _quantities(w, p[..., _F["fog"]])  # (tx, ts, ts, kk, 3)
+        onehot = jax.nn.one_hot(prims[pick][..., _F["family"]].astype(jnp.int32), 3, dtype=jnp.float32)
         acc = jnp.einsum("xijkq,xkf->fqixj", q, onehot)  # (3, 3, ts, tx, ts)
         return acc.reshape(3, 3, ts, tx * ts), overflow
 
@@ -394,11 +481,26 @@ def render_frame(scene: dict, camera: dict, colors: jax.Array, height: int, widt
     """One frame → (RGB (H, W, 3) float32 in [0, 1], overflow count). Cut frames are pure white."""
     seg = frame_segments(scene, camera["w2c"], camera["K"], camera["dist"] if fisheye else None,
                          camera["shot"], camera["spacing"], camera["view"], height, width, cfg)
-    raster = _raster_scatter if cfg.method == "scatter" else _raster_tiled
-    acc, overflow = raster(seg, height, width, cfg)
+    prims = make_primitives(seg, cfg)
+    if cfg.method == "scatter":
+        acc, overflow = _raster_scatter(prims, height, width, cfg)
+    else:
+        acc, overflow = _raster_tiled(prims, height, width, cfg)
     img = _composite(acc, colors)
     img = jnp.where(camera["shot"] < 0, 1.0, img)
     return img, overflow
+
+
+@partial(jax.jit, static_argnames=("height", "width", "cfg", "fisheye"))
+def required_budget(scene: dict, cameras: dict, *, height: int, width: int, cfg: RasterConfig = RasterConfig(),
+                    fisheye: bool = False) -> jax.Array:
+    """(T,) candidate pixels each frame needs (scatter method): choose ``pixel_budget`` from its max."""
+    def one(cam):
+        seg = frame_segments(scene, cam["w2c"], cam["K"], cam["dist"] if fisheye else None, cam["shot"],
+                             cam["spacing"], cam["view"], height, width, cfg)
+        return candidate_counts(make_primitives(seg, cfg), height, width)
+
+    return jax.lax.map(one, cameras)
 
 
 @partial(jax.jit, static_argnames=("height", "width", "cfg", "fisheye"))

@@ -77,11 +77,12 @@ def render_frame_reference(scene: Scene, w2c: np.ndarray, K: np.ndarray, dist: n
     a, b, inside = _clip_rect(a, b, -margin, width - 1 + margin, height - 1 + margin)
     thickness = np.maximum(1, np.round(base * fog)).astype(int)
     colour = np.round(fog[:, None] * 255.0 * colors[scene.family[idx]])
-    qa = np.round(a * (1 << _SHIFT)).astype(np.int64)
-    qb = np.round(b * (1 << _SHIFT)).astype(np.int64)
-    for k in np.flatnonzero(inside):
+    inside = np.flatnonzero(inside)
+    qa = np.round(a[inside] * (1 << _SHIFT)).astype(np.int64)
+    qb = np.round(b[inside] * (1 << _SHIFT)).astype(np.int64)
+    for j, k in enumerate(inside):
         i = k // pieces
-        cv2.line(img, (int(qa[k, 0]), int(qa[k, 1])), (int(qb[k, 0]), int(qb[k, 1])),
+        cv2.line(img, (int(qa[j, 0]), int(qa[j, 1])), (int(qb[j, 0]), int(qb[j, 1])),
                  tuple(float(c) for c in colour[i]), int(thickness[i]), cv2.LINE_AA, _SHIFT)
     return img
 

@@ -1,0 +1,386 @@
+"""Typed configuration: dataclasses loaded from YAML, `key=value` overrides, validation in one clear line.
+
+A config file is a YAML mapping of sections (`model`, `shape`, `mesh`, `train`, `bench`); it may start with
+`include: [mesh/fsdp.yaml, ...]` (paths relative to the including file, or to the `configs/` folder), merged
+in order before the file's own keys. Every key is checked against the schema below: an unknown key, a value of
+the wrong type, a mesh that does not divide the device count or heads that do not divide the tensor axis
+raise :class:`omnidirector_jax.errors.ConfigError` with one line naming the key.
+
+    cfg = load_config("configs/tiny_cpu.yaml", ["model.depth=4", "mesh=fsdp"], num_devices=8)
+
+The special override `mesh=NAME` merges the preset `configs/mesh/NAME.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from omnidirector_jax.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+MESH_AXES = ("data", "fsdp", "context", "tensor")
+ATTENTION_IMPLS = ("xla", "cudnn", "splash")
+REMAT_POLICIES = ("none", "full", "save_dots", "offload")
+DTYPES = ("float32", "bfloat16", "float16")
+
+# Logical axis -> mesh axes. Parameters: embed (model width), mlp, heads, kv (head dim), modulation (AdaLN
+# output), layers (stacked blocks), patch/text_embed (input features). Activations: activation_*.
+DEFAULT_RULES: dict[str, str | list[str] | None] = {
+    "embed": "fsdp",
+    "mlp": "tensor",
+    "heads": "tensor",
+    "kv": None,
+    "modulation": "tensor",
+    "layers": None,
+    "patch": None,
+    "text_embed": None,
+    "freq": None,
+    "activation_batch": ["data", "fsdp"],
+    "activation_length": "context",
+    "activation_embed": None,
+    "activation_heads": "tensor",
+    "activation_kv": None,
+    "activation_mlp": "tensor",
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """MMDiT hyper-parameters (frozen: hashable, it is static model structure).
+    `hidden_size = num_heads * head_dim`."""
+
+    latent_channels: int = 16
+    patch_size: tuple[int, int, int] = (1, 2, 2)
+    hidden_size: int = 1536
+    num_heads: int = 12
+    depth: int = 24  # dual-stream blocks
+    single_depth: int = 0  # single-stream blocks after them (Flux/HunyuanVideo style)
+    mlp_ratio: float = 4.0
+    text_dim: int = 4096  # width of the text-encoder states fed to the model
+    text_len: int = 512  # padded text length
+    freq_dim: int = 256  # sinusoidal timestep features
+    rope_theta: float = 10000.0
+    qk_norm: bool = True
+    norm_eps: float = 1e-6
+    attention: str = "xla"
+    dtype: str = "float32"  # compute dtype
+    param_dtype: str = "float32"
+    remat: str = "none"
+    scan_layers: bool = True  # False unrolls the block loop (same parameter layout)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def mlp_dim(self) -> int:
+        return int(self.hidden_size * self.mlp_ratio)
+
+
+@dataclass
+class ShapeConfig:
+    """Video geometry in pixels and the VAE compression that maps it to latents."""
+
+    batch_size: int = 1  # global batch
+    frames: int = 49
+    height: int = 480
+    width: int = 832
+    vae_temporal: int = 4
+    vae_spatial: int = 8
+    ref_frames: int = 1  # latent frames of the reference image condition
+    grid: bool = True  # camera-grid condition (as many latent frames as the video)
+
+    @property
+    def latent_frames(self) -> int:
+        return 1 + (self.frames - 1) // self.vae_temporal
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        return self.height // self.vae_spatial, self.width // self.vae_spatial
+
+    @property
+    def total_frames(self) -> int:
+        """Latent frames of `[reference image | camera grid | noisy video]`."""
+        return self.ref_frames + (self.latent_frames if self.grid else 0) + self.latent_frames
+
+
+@dataclass
+class MeshConfig:
+    """Device mesh sizes (-1: fill with the remaining devices) and the logical-axis rules table."""
+
+    data: int = -1
+    fsdp: int = 1
+    context: int = 1
+    tensor: int = 1
+    rules: dict[str, str | list[str] | None] = field(default_factory=lambda: dict(DEFAULT_RULES))
+
+    def sizes(self) -> dict[str, int]:
+        return {a: getattr(self, a) for a in MESH_AXES}
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer settings used by the train step (AdamW)."""
+
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    seed: int = 0
+
+
+@dataclass
+class BenchConfig:
+    """`omnidirector bench model`: timed steps after one warm-up."""
+
+    steps: int = 3
+    warmup: int = 1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    shape: ShapeConfig = field(default_factory=ShapeConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Checks `value` against the annotation `tp`; returns it converted (lists -> tuples, int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(key, value, option)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+    elif origin is list:
+        (arg,) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return [_coerce(f"{key}[{i}]", v, arg) for i, v in enumerate(value)]
+    elif origin is dict:
+        kt, vt = typing.get_args(tp)
+        if isinstance(value, dict):
+            return {_coerce(key, k, kt): _coerce(f"{key}.{k}", v, vt) for k, v in value.items()}
+    else:  # pragma: no cover - schema error, not user error
+        raise TypeError(f"unsupported annotation {tp} for {key}")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown key '{path}' (known: {', '.join(names)})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, f"{path}.")
+        elif key == "rules" and isinstance(value, dict):
+            # A rules table given in a file extends the defaults rather than replacing them.
+            kwargs[key] = {**DEFAULT_RULES, **_coerce(path, value, tp)}
+        else:
+            kwargs[key] = _coerce(path, value, tp)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "rules":
+            out[key] = _merge(out[key], value)
+        elif key == "rules" and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path in seen:
+        raise ConfigError(f"include cycle through {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    includes = data.pop("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict = {}
+    for inc in includes:
+        candidates = [path.parent / inc, CONFIG_DIR / inc]
+        target = next((c for c in candidates if c.is_file()), candidates[0])
+        merged = _merge(merged, _read_yaml(target.resolve(), (*seen, path)))
+    return _merge(merged, data)
+
+
+def _mesh_preset(name: str) -> dict:
+    path = CONFIG_DIR / "mesh" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONFIG_DIR / "mesh").glob("*.yaml"))
+        raise ConfigError(f"mesh: unknown preset '{name}' (known: {', '.join(known)})")
+    return _read_yaml(path)
+
+
+def apply_override(data: dict, override: str) -> dict:
+    """Applies one `dotted.key=value` override (value parsed as YAML) to a raw config mapping."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}' is not of the form key=value")
+    key, raw = override.split("=", 1)
+    key = key.strip()
+    if key == "mesh":
+        return _merge(data, _mesh_preset(raw.strip()))
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node: dict = {}
+    parts = key.split(".")
+    cursor = node
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = value
+    return _merge(data, node)
+
+
+# ---------------------------------------------------------------------------------------------- checking
+
+
+def resolve_mesh(mesh: MeshConfig, num_devices: int) -> dict[str, int]:
+    """Mesh axis sizes with the (single) -1 filled so that their product is `num_devices`."""
+    sizes = mesh.sizes()
+    fill = [a for a, s in sizes.items() if s == -1]
+    for axis, size in sizes.items():
+        if size == 0 or size < -1:
+            raise ConfigError(f"mesh.{axis}: size must be positive or -1, got {size}")
+    if len(fill) > 1:
+        raise ConfigError(f"mesh: only one axis may be -1, got {', '.join('mesh.' + a for a in fill)}")
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if fill:
+        if num_devices % fixed:
+            raise ConfigError(f"mesh: fixed axes multiply to {fixed}, which does not divide {num_devices} devices")
+        sizes[fill[0]] = num_devices // fixed
+    elif fixed != num_devices:
+        raise ConfigError(f"mesh: axes multiply to {fixed} but there are {num_devices} devices")
+    return sizes
+
+
+def validate(cfg: Config, num_devices: int | None = None) -> None:
+    """Checks values and their consistency; `num_devices` also checks the mesh against the devices."""
+    m, s = cfg.model, cfg.shape
+    for name, value in (("model.attention", m.attention), ("model.remat", m.remat), ("model.dtype", m.dtype),
+                        ("model.param_dtype", m.param_dtype)):
+        choices = {"model.attention": ATTENTION_IMPLS, "model.remat": REMAT_POLICIES}.get(name, DTYPES)
+        if value not in choices:
+            raise ConfigError(f"{name}: '{value}' is not one of {', '.join(choices)}")
+    positive = {
+        "model.hidden_size": m.hidden_size, "model.num_heads": m.num_heads, "model.depth": m.depth,
+        "model.text_dim": m.text_dim, "model.text_len": m.text_len, "model.latent_channels": m.latent_channels,
+        "shape.batch_size": s.batch_size, "shape.frames": s.frames, "shape.height": s.height,
+        "shape.width": s.width, "bench.steps": cfg.bench.steps,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name}: must be positive, got {value}")
+    if m.single_depth < 0:
+        raise ConfigError(f"model.single_depth: must be >= 0, got {m.single_depth}")
+    if m.hidden_size % m.num_heads:
+        raise ConfigError(f"model.num_heads: {m.num_heads} does not divide model.hidden_size {m.hidden_size}")
+    if m.head_dim % 2 or m.head_dim < 6:
+        raise ConfigError(f"model.hidden_size: head dim {m.head_dim} must be even and >= 6 for 3D RoPE")
+    if any(p <= 0 for p in m.patch_size):
+        raise ConfigError(f"model.patch_size: entries must be positive, got {list(m.patch_size)}")
+    if (s.frames - 1) % s.vae_temporal:
+        raise ConfigError(f"shape.frames: {s.frames} must be 1 + a multiple of shape.vae_temporal {s.vae_temporal}")
+    pt, ph, pw = m.patch_size
+    for name, value, unit in (("shape.height", s.height, s.vae_spatial * ph), ("shape.width", s.width,
+                                                                                s.vae_spatial * pw)):
+        if value % unit:
+            raise ConfigError(f"{name}: {value} must be a multiple of {unit} (VAE stride x patch)")
+    if s.latent_frames % pt or s.ref_frames % pt:
+        raise ConfigError(f"model.patch_size: temporal patch {pt} must divide the latent and reference frames")
+    for logical, axes in cfg.mesh.rules.items():
+        for axis in [axes] if isinstance(axes, str) else axes or []:
+            if axis not in MESH_AXES:
+                raise ConfigError(f"mesh.rules.{logical}: '{axis}' is not a mesh axis ({', '.join(MESH_AXES)})")
+    if num_devices is None:
+        return
+    sizes = resolve_mesh(cfg.mesh, num_devices)
+    if m.num_heads % sizes["tensor"]:
+        raise ConfigError(f"model.num_heads: {m.num_heads} heads do not divide the tensor axis ({sizes['tensor']})")
+    batch_shards = sizes["data"] * sizes["fsdp"]
+    if s.batch_size % batch_shards:
+        raise ConfigError(f"shape.batch_size: {s.batch_size} is not divisible by data x fsdp = {batch_shards}")
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    num_devices: int | None = -1,
+) -> Config:
+    """Reads a YAML config, applies overrides, validates. `num_devices=-1` means `jax.device_count()`;
+    `None` skips the device checks (e.g. when compiling ahead of time for another topology)."""
+    data = _read_yaml(Path(path).resolve()) if path is not None else {}
+    for override in overrides:
+        data = apply_override(data, override)
+    cfg = _build(Config, data, "")
+    if not cfg.name and path is not None:
+        cfg.name = Path(path).stem
+    if num_devices == -1:
+        import jax  # deferred: keeps config parsing (and `--help`) free of jax
+
+        num_devices = jax.device_count()
+    validate(cfg, num_devices)
+    return cfg

@@ -1,0 +1,1 @@
+"""Data: the procedural world renderer (synthetic videos with exact cameras), records and pipelines."""

@@ -1,0 +1,141 @@
+"""CLI: ``omnidirector extract`` — shots + per-shot camera poses of a video → a trajectory (and its grid)."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []
+
+
+def _parse_size(value: str | None) -> tuple[int, int] | None:
+    from omnidirector_jax.errors import OmniDirectorError
+
+    if value is None:
+        return None
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise OmniDirectorError(f"size must look like HxW (e.g. 144x256), got {value!r}") from None
+    if h <= 0 or w <= 0:
+        raise OmniDirectorError(f"size must be positive, got {value!r}")
+    return h, w
+
+
+def extract_trajectory(video_path, *, estimator: str = "vo", poses_path=None, weights=None,
+                       threshold: float = 0.5, focal: float | None = None, max_width: int = 640,
+                       progress: bool = True):
+    """Read a video, find its shots, estimate per-shot poses → (Trajectory, report dict).
+
+    Poses are estimated on frames at most ``max_width`` wide; the trajectory is at the video's size.
+    ``cuts`` are the detector's shot starts (the first frame of every shot after the first), which the
+    trajectory marks as transition frames.
+    """
+    import logging
+
+    import numpy as np
+
+    from omnidirector_jax.camera import poses
+    from omnidirector_jax.camera.trajectory import Trajectory
+    from omnidirector_jax.errors import OmniDirectorError
+    from omnidirector_jax.perception.pose_estimators import make_estimator
+    from omnidirector_jax.perception.shots import detect_shots
+    from omnidirector_jax.perception.video import read_video, resize_frames
+
+    log = logging.getLogger("omnidirector_jax.extract")
+    video = read_video(video_path, min_frames=2, progress=progress)
+    frames, fps = video.frames, video.fps
+    if len(frames) < 2:
+        raise OmniDirectorError(f"{video_path} has only {len(frames)} frame; camera motion needs at least 2")
+    height, width = frames.shape[1:3]
+    log.info("read %d frames of %dx%d at %.3g fps from %s", len(frames), width, height, fps, video_path)
+
+    log.info("detecting shots")
+    shot_result = detect_shots(frames, weights_dir=weights, threshold=threshold, progress=progress)
+    cuts = [int(c) for c in shot_result.cuts]
+    log.info("shot detector (%s): %d cut(s) at %s", shot_result.method, len(cuts), cuts)
+    shots = Trajectory.create(np.tile(np.eye(3, 4), (len(frames), 1, 1)), height=height, width=width,
+                              cuts=cuts).shots()
+
+    a_width = min(width, max_width)
+    a_height = max(2, round(height * a_width / width))
+    small = frames if (a_height, a_width) == (height, width) else resize_frames(frames, (a_width, a_height))
+    K = poses.default_intrinsics(height, width, focal)
+    K_small = Trajectory.create(np.tile(np.eye(3, 4), (2, 1, 1)), K, height=height, width=width) \
+        .resized(a_height, a_width).K[0]
+    log.info("estimating poses of %d shot(s) with '%s' at %dx%d (f = %.1f px)", len(shots), estimator,
+             a_width, a_height, K_small[0, 0])
+    est = make_estimator(estimator, poses_path=poses_path)
+    result = est.estimate(small, K_small, shots=shots, progress=progress)
+    traj = Trajectory.create(result.w2c, result.K, height=a_height, width=a_width, fps=fps, cuts=cuts)
+    if (a_height, a_width) != (height, width):
+        traj = traj.resized(height, width)
+    report = {"video": str(video_path), "num_frames": len(frames), "fps": fps, "estimator": estimator,
+              "shot_method": shot_result.method, "cuts": cuts, "probabilities":
+              [round(float(p), 6) for p in shot_result.probabilities]} | result.report()
+    return traj, report
+
+
+@click.command("extract")
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Trajectory to write (.json or .npz); a side-car OUT.extract.json gets shots and validity.")
+@click.option("--estimator", type=click.Choice(["vo", "colmap", "npz"]), default="vo", show_default=True,
+              help="Pose back end: OpenCV visual odometry, pycolmap SfM, or poses from --poses.")
+@click.option("--poses", "poses_path", type=click.Path(dir_okay=False), default=None,
+              help="Poses estimated elsewhere (.npz: extrinsics, intrinsics, stride) for --estimator npz.")
+@click.option("--weights", type=click.Path(file_okay=False), default=None,
+              help="TransNetV2 checkpoint folder (else $OMNIDIRECTOR_TRANSNETV2_WEIGHTS, else the classical "
+                   "detector).")
+@click.option("--threshold", type=float, default=0.5, show_default=True, help="Shot transition threshold.")
+@click.option("--focal", type=float, default=None, help="Focal length in pixels (default 0.8 · max(W, H)).")
+@click.option("--max-width", type=int, default=640, show_default=True,
+              help="Estimate poses on frames downscaled to at most this width.")
+@click.option("--grid", "grid_out", type=click.Path(dir_okay=False), default=None,
+              help="Also render the camera-grid video of the trajectory (.mp4, .npz or .png contact sheet).")
+@click.option("--grid-size", default=None, help="Grid video size HxW (default: the video's size).")
+@click.option("-v", "--verbose", is_flag=True, help="Log every step.")
+def extract_command(video, out, estimator, poses_path, weights, threshold, focal, max_width, grid_out, grid_size,
+                    verbose):
+    """Shots and per-shot camera poses of VIDEO → a trajectory file (cuts from the shot detector)."""
+    import json
+    import logging
+    import warnings
+    from pathlib import Path
+
+    from omnidirector_jax.camera.trajectory import save_trajectory
+    from omnidirector_jax.errors import OmniDirectorError
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if estimator == "npz" and poses_path is None:
+        raise OmniDirectorError("--estimator npz needs --poses POSES.npz")
+    if max_width < 16:
+        raise OmniDirectorError(f"--max-width must be at least 16, got {max_width}")
+    with warnings.catch_warnings():
+        # Every warning the estimators raise is also logged: print it once, as a log line.
+        warnings.simplefilter("ignore", UserWarning)
+        traj, report = extract_trajectory(video, estimator=estimator, poses_path=poses_path, weights=weights,
+                                          threshold=threshold, focal=focal, max_width=max_width)
+    save_trajectory(traj, out)
+    side = Path(out).with_suffix(".extract.json")
+    side.write_text(json.dumps(report, indent=1))
+    click.echo(f"wrote {out} ({traj.num_frames} frames, {len(traj.shots())} shot(s), cuts {list(traj.cuts)}) "
+               f"and {side}")
+    failed = report["failed_shots"]
+    if failed:
+        listed = ", ".join(map(str, failed[:30])) + (", …" if len(failed) > 30 else "")
+        click.echo(f"warning: pose estimation failed for {len(failed)} of {len(report['shots'])} shot(s) "
+                   f"[{listed}]; their frames are marked invalid (reasons per shot in {side})", err=True)
+    if grid_out:
+        from omnidirector_jax.camera.render import render_grid
+        from omnidirector_jax.media import write_frames
+
+        size = _parse_size(grid_size)
+        grid_traj = traj.resized(*size) if size else traj
+        logging.getLogger("omnidirector_jax.extract").info("rendering the camera grid (%d frames, %dx%d)",
+                                                           grid_traj.num_frames, grid_traj.width,
+                                                           grid_traj.height)
+        write_frames(grid_out, render_grid(grid_traj), fps=traj.fps)
+        click.echo(f"wrote {grid_out}")
+
+
+COMMANDS.append(extract_command)
