@@ -134,7 +134,7 @@ def _train_step_render(w2c, frame_shot, key, cfg, height=48, width=80):
 def _batch(n=2, frames=6):
     w2c = np.tile(np.eye(4)[:3], (n, frames, 1, 1)).astype(np.float32)
     w2c[:, :, 2, 3] = -np.arange(frames) * 0.1 - 0.03
-    w2c[1, :, 0, 3] = 0.5
+    w2c[1:, :, 0, 3] = 0.5
     return jnp.asarray(w2c), jnp.zeros((n, frames), jnp.int32)
 
 
