@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from omnidirector_jax.camera import raster
-from omnidirector_jax.camera.scene import DEFAULT_COLORS, GridConfig, Scene, build_scene, scene_arrays
+from omnidirector_jax.camera.scene import DEFAULT_COLORS, GridConfig, Scene, build_scene
 from omnidirector_jax.camera.trajectory import Trajectory
 
 
@@ -19,23 +21,40 @@ def camera_arrays(traj: Trajectory, scene: Scene) -> dict[str, np.ndarray]:
             "spacing": scene.spacing[safe].astype(np.float32), "view": scene.view[safe].astype(np.float32)}
 
 
+def _bucket(n: int, floor: int) -> int:
+    """Next power of two ≥ n (and ≥ floor): few distinct shapes, so few compilations."""
+    return max(floor, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
 def render_grid(traj: Trajectory, *, grid: GridConfig = GridConfig(), cfg: raster.RasterConfig | None = None,
                 colors: np.ndarray | None = None, scene: Scene | None = None,
                 return_overflow: bool = False):
     """Render the camera grid of ``traj`` at its own size → (T, H, W, 3) uint8 (JAX rasterizer).
 
-    Use ``traj.resized(h, w)`` for another size. Dolly-zoom overlays are added by
-    :func:`omnidirector_jax.camera.effects.draw_dolly_overlays`, not here.
+    Shots are rendered one at a time against their own room only (a long multi-shot video would otherwise
+    cull every shot's segments in every frame); segment and frame counts are padded to powers of two so
+    shots of similar size share one compiled program. Use ``traj.resized(h, w)`` for another size.
+    Dolly-zoom overlays are added by :func:`render_trajectory`, not here.
     """
     cfg = cfg or raster.RasterConfig()
     scene = scene or build_scene(traj, grid)
     colors = DEFAULT_COLORS if colors is None else np.asarray(colors, np.float32)
-    frames, overflow = raster.render_frames(scene_arrays(scene), camera_arrays(traj, scene), colors,
-                                            height=traj.height, width=traj.width, cfg=cfg,
-                                            fisheye=traj.is_fisheye)
-    out = np.asarray(raster.to_uint8(frames))
-    return (out, np.asarray(overflow)) if return_overflow else out
-
+    cams = camera_arrays(traj, scene)
+    out = np.full((traj.num_frames, traj.height, traj.width, 3), 255, np.uint8)  # cut frames stay white
+    overflow = np.zeros(traj.num_frames, np.int64)
+    for shot, (start, end) in enumerate(traj.shots()):
+        keep = np.flatnonzero(scene.valid & (scene.shot == shot))
+        size = _bucket(len(keep), 256)
+        pick = np.concatenate([keep, np.zeros(size - len(keep), np.int64)])
+        sub = {"segments": scene.segments[pick], "family": scene.family[pick], "shot": scene.shot[pick],
+               "valid": np.arange(size) < len(keep)}
+        frames = np.arange(start, end)
+        padded = np.concatenate([frames, np.full(_bucket(len(frames), 8) - len(frames), end - 1)])
+        rendered, over = raster.render_frames(sub, {k: v[padded] for k, v in cams.items()}, colors,
+                                              height=traj.height, width=traj.width, cfg=cfg, fisheye=traj.is_fisheye)
+        out[start:end] = np.asarray(raster.to_uint8(rendered))[: len(frames)]
+        overflow[start:end] = np.asarray(over)[: len(frames)]
+    return (out, overflow) if return_overflow else out
 
 def render_trajectory(traj: Trajectory, *, backend: str = "jax", grid: GridConfig = GridConfig(),
                       cfg: raster.RasterConfig | None = None, scene: Scene | None = None) -> np.ndarray:
