@@ -67,7 +67,9 @@ def test_opencv_profile_matches_cv2_line_on_random_segments(thickness):
     b = a + rng.normal(0, 40, (n, 2))
     got, ref = _draw_pair(a, b, np.full(n, thickness))
     assert (ref > 0).mean() > 0.1
-    assert np.abs(got - ref).mean() < 0.25 * (255 / 255) * 4  # grey levels; see the scene test for 0.25
+    # Mean over the whole image, in grey levels (these images are ~4x denser than a grid scene, whose
+    # bound of 0.25 is checked below).
+    assert np.abs(got - ref).mean() < 1.0
     # Per lit pixel the error stays small: the profile, not just the background, matches.
     lit = ref > 0
     assert np.abs(got - ref)[lit].mean() < 4.0
