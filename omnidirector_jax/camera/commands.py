@@ -24,9 +24,9 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
     try:
         h, w = (int(v) for v in value.lower().split("x"))
     except ValueError:
-        raise OmniDirectorError(f"--size must look like HxW (e.g. 480x832), got {value!r}") from None
+        raise OmniDirectorError(f"size must look like HxW (e.g. 480x832), got {value!r}") from None
     if h <= 0 or w <= 0:
-        raise OmniDirectorError(f"--size must be positive, got {value!r}")
+        raise OmniDirectorError(f"size must be positive, got {value!r}")
     return h, w
 
 

@@ -20,11 +20,11 @@ def synth_command(trajectory, out, size, seed, supersample):
     import logging
     import time
 
+    from omnidirector_jax.camera.commands import parse_size
     from omnidirector_jax.camera.trajectory import load_trajectory
     from omnidirector_jax.data.synth_world import WorldConfig, render_trajectory
     from omnidirector_jax.errors import OmniDirectorError
     from omnidirector_jax.media import write_frames
-    from omnidirector_jax.perception.extract_commands import _parse_size
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not 1 <= supersample <= 8:
@@ -32,7 +32,7 @@ def synth_command(trajectory, out, size, seed, supersample):
     traj = load_trajectory(trajectory)
     config = dataclasses.replace(WorldConfig(), supersample=supersample)
     start = time.perf_counter()
-    frames = render_trajectory(traj, seed=seed, size=_parse_size(size), config=config, progress=True)
+    frames = render_trajectory(traj, seed=seed, size=parse_size(size), config=config, progress=True)
     elapsed = time.perf_counter() - start
     write_frames(out, frames, fps=traj.fps)
     click.echo(f"wrote {out}: {frames.shape[0]} frames at {frames.shape[2]}x{frames.shape[1]}, "

@@ -57,14 +57,14 @@ def bench_poses_command(estimators, moves, size, num, seed, weights, as_json):
     import json
     import tempfile
 
+    from omnidirector_jax.camera.commands import parse_size
     from omnidirector_jax.eval.pose_benchmark import benchmark_move, format_rows
-    from omnidirector_jax.perception.extract_commands import _parse_size
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="omnidirector-bench-") as workdir:
         for move in moves:
             for estimator in estimators:  # the same rendered video for every estimator
-                rows.append(benchmark_move(move, estimator, size=_parse_size(size), num=num, seed=seed,
+                rows.append(benchmark_move(move, estimator, size=parse_size(size), num=num, seed=seed,
                                            workdir=workdir, weights=weights))
                 if not as_json:
                     click.echo(format_rows(rows[-1:]).splitlines()[-1] if len(rows) > 1 else format_rows(rows))

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import click
 
+from omnidirector_jax.camera.commands import parse_size
+
 COMMANDS: list[click.Command] = []
-
-
-def _parse_size(value: str | None) -> tuple[int, int] | None:
-    from omnidirector_jax.errors import OmniDirectorError
-
-    if value is None:
-        return None
-    try:
-        h, w = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise OmniDirectorError(f"size must look like HxW (e.g. 144x256), got {value!r}") from None
-    if h <= 0 or w <= 0:
-        raise OmniDirectorError(f"size must be positive, got {value!r}")
-    return h, w
 
 
 def extract_trajectory(video_path, *, estimator: str = "vo", poses_path=None, weights=None,
@@ -129,7 +117,7 @@ def extract_command(video, out, estimator, poses_path, weights, threshold, focal
         from omnidirector_jax.camera.render import render_grid
         from omnidirector_jax.media import write_frames
 
-        size = _parse_size(grid_size)
+        size = parse_size(grid_size)
         grid_traj = traj.resized(*size) if size else traj
         logging.getLogger("omnidirector_jax.extract").info("rendering the camera grid (%d frames, %dx%d)",
                                                            grid_traj.num_frames, grid_traj.width,
