@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,25 +47,84 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0) -> Path
     return path
 
 
+SHEET_GAP = 4  # pixels between contact-sheet tiles (and around them)
+
+
+def _check_cuts(cuts: Sequence[int] | None, num_frames: int) -> list[int]:
+    """``cuts`` as a list of ints, checked to be sorted, unique frame indices in [0, num_frames)."""
+    if cuts is None:
+        return []
+    try:
+        values = [operator.index(c) for c in cuts]
+    except TypeError:
+        raise OmniDirectorError(f"cuts must be a list of integer frame indices, got {cuts!r}") from None
+    if any(c < 0 or c >= num_frames for c in values):
+        raise OmniDirectorError(f"cuts must be frame indices in [0, {num_frames}), got {values}")
+    if values != sorted(set(values)):
+        raise OmniDirectorError(f"cuts must be sorted and unique, got {values}")
+    return values
+
+
+def sheet_frames(num_frames: int, max_tiles: int = 28, cuts: Sequence[int] | None = None) -> list[int]:
+    """Frame indices a contact sheet shows, in order: evenly spaced, or cut-aware when ``cuts`` is given.
+
+    With cuts, as many cuts as fit (``max_tiles // 3``, evenly chosen among them) are shown each with the
+    frames before and after it (shot → cut → shot); when all cuts fit, evenly spaced frames fill the rest.
+    """
+    if max_tiles < 1:
+        raise OmniDirectorError(f"max_tiles must be at least 1, got {max_tiles}")
+    even = np.unique(np.linspace(0, num_frames - 1, min(num_frames, max_tiles)).round().astype(int)).tolist()
+    cuts = _check_cuts(cuts, num_frames)
+    if not cuts:
+        return even
+    around = (-1, 0, 1) if max_tiles >= 3 else (0,)
+    k = min(len(cuts), max_tiles // len(around))
+    chosen = [cuts[i] for i in np.unique(np.linspace(0, len(cuts) - 1, k).round().astype(int))]
+    picks = {c + d for c in chosen for d in around if 0 <= c + d < num_frames}
+    for f in even if k == len(cuts) else ():  # all cuts shown: fill the rest with evenly spaced frames
+        if len(picks) >= max_tiles:
+            break
+        picks.add(f)
+    return sorted(picks)
+
+
+def _label(tile: np.ndarray, text: str) -> None:
+    """Write ``text`` at the tile's top left: dark text on a light box (readable on white and on black)."""
+    import cv2
+
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1
+    (tw, th), base = cv2.getTextSize(text, font, scale, thick)
+    cv2.rectangle(tile, (1, 1), (tw + 6, th + base + 4), (225, 225, 225), -1)
+    cv2.rectangle(tile, (1, 1), (tw + 6, th + base + 4), (60, 60, 60), 1)
+    cv2.putText(tile, text, (4, th + 3), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+
+
 def contact_sheet(frames: np.ndarray, columns: int = 7, max_tiles: int = 28, tile_width: int = 320,
-                  labels: bool = True) -> np.ndarray:
-    """Tile evenly spaced frames into one image (with frame numbers) for a quick look at a video."""
+                  labels: bool = True, cuts: Sequence[int] | None = None) -> np.ndarray:
+    """Tile frames into one labelled image (frame numbers) for a quick look at a video.
+
+    Frames are chosen by :func:`sheet_frames`: evenly spaced, or, given sorted ``cuts`` (transition frame
+    indices), cuts with their neighbours. With cuts, ``columns`` is rounded down to a multiple of 3 so
+    the shot → cut → shot triples line up in rows.
+    """
     import cv2
 
     frames = _check_frames(frames)
     t, h, w, _ = frames.shape
-    picks = np.unique(np.linspace(0, t - 1, min(t, max_tiles)).round().astype(int))
+    cuts = _check_cuts(cuts, t)
+    picks = sheet_frames(t, max_tiles, cuts)
+    if cuts and columns >= 3:
+        columns -= columns % 3
     tw = min(tile_width, w)
     th = max(1, round(h * tw / w))
     cols = min(columns, len(picks))
     rows = math.ceil(len(picks) / cols)
-    gap = 4
+    gap = SHEET_GAP
     sheet = np.full((rows * (th + gap) + gap, cols * (tw + gap) + gap, 3), 40, dtype=np.uint8)
     for n, idx in enumerate(picks):
         tile = cv2.resize(frames[idx], (tw, th), interpolation=cv2.INTER_AREA)
         if labels:
-            cv2.putText(tile, str(idx), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
-            cv2.putText(tile, str(idx), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+            _label(tile, f"{idx} cut" if idx in cuts else str(idx))
         r, c = divmod(n, cols)
         y, x = gap + r * (th + gap), gap + c * (tw + gap)
         sheet[y:y + th, x:x + tw] = tile
@@ -81,11 +142,16 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     return path
 
 
-def write_frames(path: str | Path, frames: np.ndarray, fps: float = 25.0) -> Path:
-    """Write frames by extension: ``.mp4`` video, ``.npz`` (array ``frames``), ``.png`` contact sheet."""
+def write_frames(path: str | Path, frames: np.ndarray, fps: float = 25.0,
+                 cuts: Sequence[int] | None = None) -> Path:
+    """Write frames by extension: ``.mp4`` video, ``.npz`` (array ``frames``), ``.png`` contact sheet.
+
+    ``cuts`` (sorted transition frame indices) make a contact sheet show the cuts and their neighbours.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     frames = _check_frames(frames)
+    cuts = _check_cuts(cuts, len(frames))
     if suffix == ".mp4":
         return write_video(path, frames, fps)
     if suffix == ".npz":
@@ -93,5 +159,5 @@ def write_frames(path: str | Path, frames: np.ndarray, fps: float = 25.0) -> Pat
         np.savez_compressed(path, frames=frames, fps=np.array(fps))
         return path
     if suffix == ".png":
-        return write_png(path, contact_sheet(frames))
+        return write_png(path, contact_sheet(frames, cuts=cuts))
     raise OmniDirectorError(f"unknown output kind '{suffix}' for {path} (expected .mp4, .npz or .png)")

@@ -80,7 +80,7 @@ def render_grid_command(trajectory, out, size, backend, fisheye, profile, method
     click.echo(f"{Path(trajectory).name}: {traj.num_frames} frames {traj.height}x{traj.width}, "
                f"{len(traj.shots())} shot(s), {scene.num_valid} segments, backend {backend}", err=True)
     frames = render_trajectory(traj, backend=backend, cfg=cfg, scene=scene)
-    write_frames(out, frames, fps=traj.fps)
+    write_frames(out, frames, fps=traj.fps, cuts=traj.cuts)
     if segments_out:
         Path(segments_out).parent.mkdir(parents=True, exist_ok=True)
         Path(segments_out).write_text(json.dumps(scene.to_json()))
@@ -112,7 +112,7 @@ def demo_command(out_dir, traj_dir, backend):
         traj = load_trajectory(path)
         frames = render_trajectory(traj, backend=backend)
         write_video(out / f"{path.stem}.mp4", frames, fps=traj.fps)
-        write_png(out / f"{path.stem}.png", contact_sheet(frames))
+        write_png(out / f"{path.stem}.png", contact_sheet(frames, cuts=traj.cuts))
     click.echo(f"rendered {len(files)} trajectories into {out}/ (mp4 videos and png contact sheets)", err=True)
 
 

@@ -34,7 +34,7 @@ def synth_command(trajectory, out, size, seed, supersample):
     start = time.perf_counter()
     frames = render_trajectory(traj, seed=seed, size=parse_size(size), config=config, progress=True)
     elapsed = time.perf_counter() - start
-    write_frames(out, frames, fps=traj.fps)
+    write_frames(out, frames, fps=traj.fps, cuts=traj.cuts)
     click.echo(f"wrote {out}: {frames.shape[0]} frames at {frames.shape[2]}x{frames.shape[1]}, "
                f"{len(traj.shots())} shot(s), cuts {list(traj.cuts)} ({frames.shape[0] / elapsed:.1f} frames/s)")
 

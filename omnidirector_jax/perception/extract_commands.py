@@ -122,7 +122,7 @@ def extract_command(video, out, estimator, poses_path, weights, threshold, focal
         logging.getLogger("omnidirector_jax.extract").info("rendering the camera grid (%d frames, %dx%d)",
                                                            grid_traj.num_frames, grid_traj.width,
                                                            grid_traj.height)
-        write_frames(grid_out, render_grid(grid_traj), fps=traj.fps)
+        write_frames(grid_out, render_grid(grid_traj), fps=traj.fps, cuts=grid_traj.cuts)
         click.echo(f"wrote {grid_out}")
 
 
