@@ -48,7 +48,7 @@ def run_raster_bench(num_frames: int = 49, repeats: int = 3) -> list[dict]:
             arrays = scene_arrays(scene)
             cfg = raster.RasterConfig()
             fn = jax.jit(partial(raster.render_frames, colors=DEFAULT_COLORS, height=tr.height, width=tr.width,
-                                 cfg=cfg))
+                                 cfg=cfg, uint8=True))
             start = time.perf_counter()
             compiled = fn.lower(arrays, cams).compile()
             compile_s = time.perf_counter() - start

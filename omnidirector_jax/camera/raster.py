@@ -55,6 +55,7 @@ _AA_END_RAMP = np.array([0.000] * 8 + [
     0.634, 0.664, 0.692, 0.722, 0.750, 0.776, 0.802, 0.823, 0.845, 0.869, 0.890, 0.912, 0.931, 0.948, 0.966, 0.983,
     0.996] + [1.000] * 8, dtype=np.float32)
 _ALPHA_MAX = 1.0 - 1e-6  # keeps log(1 − a) finite under full coverage
+_L_MAX = -math.log(1.0 - _ALPHA_MAX)  # the matching cap on log-transmittance
 
 PROFILES = ("opencv", "smooth")
 METHODS = ("scatter", "tiled")
@@ -197,10 +198,9 @@ _NF = len(_F)
 
 
 def _pack(n: int, **cols) -> jax.Array:
-    out = jnp.zeros((n, _NF), jnp.float32)
-    for name, value in cols.items():
-        out = out.at[:, _F[name]].set(jnp.broadcast_to(jnp.asarray(value, jnp.float32), (n,)))
-    return out
+    """Columns by name (missing ones are 0) → rows (n, _NF): one concatenation, not a scatter per column."""
+    zero = jnp.zeros((n,), jnp.float32)
+    return jnp.stack([jnp.broadcast_to(jnp.asarray(cols.get(name, zero), jnp.float32), (n,)) for name in _F], -1)
 
 
 def make_primitives(seg: dict, cfg: RasterConfig) -> jax.Array:
@@ -251,10 +251,13 @@ def make_primitives(seg: dict, cfg: RasterConfig) -> jax.Array:
     return jnp.concatenate(out)
 
 
-def _axes(p: jax.Array) -> dict:
-    """Enumeration frame of primitive rows p (..., _NF): major axis, ordered ends, slope."""
+def _axes(p: jax.Array, x_major: jax.Array | None = None) -> dict:
+    """Enumeration frame of primitive rows p (..., _NF): major axis, ordered ends, slope.
+
+    ``x_major`` forces the major axis (the long edges of a thick line follow their band's)."""
     x0, y0, x1, y1 = (p[..., _F[k]] for k in ("ex0", "ey0", "ex1", "ey1"))
-    x_major = jnp.abs(x1 - x0) > jnp.abs(y1 - y0)  # OpenCV steps along y when |dx| == |dy|
+    if x_major is None:
+        x_major = jnp.abs(x1 - x0) > jnp.abs(y1 - y0)  # OpenCV steps along y when |dx| == |dy|
     maj0, maj1 = jnp.where(x_major, x0, y0), jnp.where(x_major, x1, y1)
     min0, min1 = jnp.where(x_major, y0, x0), jnp.where(x_major, y1, x1)
     swap = maj1 < maj0
@@ -292,150 +295,266 @@ def _aa_weight(slope: jax.Array, offset: jax.Array) -> jax.Array:
     return jnp.where(jnp.abs(offset) <= 1.5, w, 0.0)
 
 
+def _line_ramp(ax: dict, maj: jax.Array) -> jax.Array:
+    """End-ramp factor of a 1-px line at major coordinate ``maj`` (0 for a degenerate, point-like line)."""
+    ramp = _interp_table(jnp.asarray(_AA_END_RAMP), jnp.minimum(maj - ax["maj0"], ax["maj1"] - maj) * 16.0 + 24.0)
+    degenerate = (ax["maj1"] - ax["maj0"]) < 1.0 / 32.0  # OpenCV draws (almost) nothing for a point
+    return jnp.where(degenerate, 0.0, ramp)
+
+
 def _line_weight(p: jax.Array, ax: dict, x: jax.Array, y: jax.Array) -> jax.Array:
     """Kind 0: OpenCV LineAA — three rows around the line per major step, measured profile, end ramps."""
     maj = jnp.where(ax["x_major"], x, y).astype(jnp.float32)
     row = jnp.where(ax["x_major"], y, x).astype(jnp.float32)
     centre = ax["min0"] + (maj - ax["maj0"]) * ax["m"]
     near = jnp.abs(row - jnp.floor(centre + 0.5)) <= 1.0
-    ramp = _interp_table(jnp.asarray(_AA_END_RAMP), jnp.minimum(maj - ax["maj0"], ax["maj1"] - maj) * 16.0 + 24.0)
-    degenerate = (ax["maj1"] - ax["maj0"]) < 1.0 / 32.0  # OpenCV draws (almost) nothing for a point
-    return jnp.where(near & ~degenerate, _aa_weight(jnp.abs(ax["m"]), row - centre), 0.0) * ramp
+    return jnp.where(near, _aa_weight(jnp.abs(ax["m"]), row - centre), 0.0) * _line_ramp(ax, maj)
 
 
-def _fill_weight(p: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Kind 1: OpenCV's convex scanline fill — rows round(y_min)…round(y_max); on each row the span between
-    the two active edges, each walked from its upper vertex at its rounded row; pixels ceil(left)…floor(right)."""
+def _line_column(ax: dict, col: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A 1-px line at major-axis columns ``col`` (U,) with per-unit axes: its three minor-axis rows (U, 3)
+    and their weights (U, 3) — the same numbers as :func:`_line_weight`, computed once per column."""
+    colf = col.astype(jnp.float32)
+    centre = ax["min0"] + (colf - ax["maj0"]) * ax["m"]
+    rows = jnp.floor(centre + 0.5)[:, None] + jnp.array([-1.0, 0.0, 1.0])
+    weight = _aa_weight(jnp.abs(ax["m"])[:, None], rows - centre[:, None]) * _line_ramp(ax, colf)[:, None]
+    return rows.astype(jnp.int32), weight
+
+
+def _fill_setup(p: jax.Array) -> dict:
+    """Per-primitive part of :func:`_fill_weight`: rounded row range and the four edges, each walked from its
+    upper vertex at its rounded row."""
     xs = [p[..., _F[f"x{i}"]] for i in range(4)]
-    ys = [p[..., _F[f"y{i}"]] for i in range(4)]
-    yr = [jnp.floor(v + 0.5) for v in ys]
-    ymin_r = jnp.minimum(jnp.minimum(yr[0], yr[1]), jnp.minimum(yr[2], yr[3]))
-    ymax_r = jnp.maximum(jnp.maximum(yr[0], yr[1]), jnp.maximum(yr[2], yr[3]))
-    yf = y.astype(jnp.float32)
-    left = jnp.full(yf.shape, jnp.inf)
-    right = jnp.full(yf.shape, -jnp.inf)
+    yr = [jnp.floor(p[..., _F[f"y{i}"]] + 0.5) for i in range(4)]
+    out = {"ymin": jnp.minimum(jnp.minimum(yr[0], yr[1]), jnp.minimum(yr[2], yr[3])),
+           "ymax": jnp.maximum(jnp.maximum(yr[0], yr[1]), jnp.maximum(yr[2], yr[3]))}
     for i in range(4):
         j = (i + 1) % 4
         top = yr[i] <= yr[j]
         xt, xb = jnp.where(top, xs[i], xs[j]), jnp.where(top, xs[j], xs[i])
         yt, yb = jnp.minimum(yr[i], yr[j]), jnp.maximum(yr[i], yr[j])
-        active = (yb > yt) & (yf >= yt) & ((yf < yb) | ((yf == yb) & (yb == ymax_r)))
-        xe = xt + (yf - yt) * (xb - xt) / jnp.where(yb > yt, yb - yt, 1.0)
+        out |= {f"xt{i}": xt, f"dx{i}": xb - xt, f"yt{i}": yt, f"yb{i}": yb,
+                f"dy{i}": jnp.where(yb > yt, yb - yt, 1.0), f"live{i}": yb > yt, f"closed{i}": yb == out["ymax"]}
+    return out
+
+
+def _fill_inside(f: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-pixel part of :func:`_fill_weight`: pixels ceil(left) … floor(right) of rows ymin … ymax."""
+    yf = y.astype(jnp.float32)
+    left = jnp.full(yf.shape, jnp.inf)
+    right = jnp.full(yf.shape, -jnp.inf)
+    for i in range(4):
+        yt, yb = f[f"yt{i}"], f[f"yb{i}"]
+        active = f[f"live{i}"] & (yf >= yt) & ((yf < yb) | ((yf == yb) & f[f"closed{i}"]))
+        xe = f[f"xt{i}"] + (yf - yt) * f[f"dx{i}"] / f[f"dy{i}"]
         left = jnp.where(active, jnp.minimum(left, xe), left)
         right = jnp.where(active, jnp.maximum(right, xe), right)
     xf = x.astype(jnp.float32)
-    inside = (yf >= ymin_r) & (yf <= ymax_r) & (xf >= jnp.ceil(left)) & (xf <= jnp.floor(right))
+    inside = (yf >= f["ymin"]) & (yf <= f["ymax"]) & (xf >= jnp.ceil(left)) & (xf <= jnp.floor(right))
     return inside.astype(jnp.float32)
 
 
+def _fill_weight(p: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Kind 1: OpenCV's convex scanline fill — rows round(y_min)…round(y_max); on each row the span between
+    the two active edges, each walked from its upper vertex at its rounded row; pixels ceil(left)…floor(right)."""
+    return _fill_inside(_fill_setup(p), x, y)
+
+
 def _capsule_weight(p: jax.Array, x: jax.Array, y: jax.Array, softness: float) -> jax.Array:
-    """Kind 2: smooth coverage sigmoid((w/2 − d) / softness), d = distance to the segment (round caps)."""
+    """Kind 2 as log-transmittance: coverage a = sigmoid((w/2 − d) / s) gives −log(1 − a) = softplus((w/2 − d) / s),
+    d = distance to the segment (round caps). Smooth everywhere, so gradients reach the cameras."""
     ax, ay, bx, by = (p[..., _F[k]] for k in ("x0", "y0", "x1", "y1"))
     px, py = x.astype(jnp.float32) - ax, y.astype(jnp.float32) - ay
     dx, dy = bx - ax, by - ay
     s = jnp.clip((px * dx + py * dy) / jnp.maximum(dx * dx + dy * dy, 1e-9), 0.0, 1.0)
     d = jnp.sqrt((px - s * dx) ** 2 + (py - s * dy) ** 2 + 1e-12)
-    return jax.nn.sigmoid((p[..., _F["w"]] / 2.0 - d) / softness)
+    return jnp.minimum(jax.nn.softplus((p[..., _F["w"]] / 2.0 - d) / softness), _L_MAX)
+
+
+def _opacity(a: jax.Array) -> jax.Array:
+    """Coverage a ∈ [0, 1] → log-transmittance −log(1 − a), capped so full coverage stays finite."""
+    return -jnp.log1p(-jnp.clip(a, 0.0, _ALPHA_MAX))
+
+
+def _kind_weight(kind: int, p: jax.Array, x: jax.Array, y: jax.Array, cfg: RasterConfig) -> jax.Array:
+    if kind == 0:
+        return _opacity(_line_weight(p, _axes(p), x, y))
+    if kind == 1:
+        return _opacity(_fill_weight(p, x, y))
+    return _capsule_weight(p, x, y, cfg.smooth_softness)
 
 
 def primitive_weight(p: jax.Array, x: jax.Array, y: jax.Array, cfg: RasterConfig) -> jax.Array:
-    """Weight a ∈ [0, 1] of image pixel (x, y) for primitive rows p (..., _NF)."""
+    """Log-transmittance l = −log(1 − a) ≥ 0 of image pixel (x, y) under primitive rows p (..., _NF)."""
     if cfg.profile == "smooth":
-        return _capsule_weight(p, x, y, cfg.smooth_softness)
+        return _kind_weight(2, p, x, y, cfg)
     kind = p[..., _F["kind"]]
-    return jnp.where(kind < 0.5, _line_weight(p, _axes(p), x, y), _fill_weight(p, x, y))
+    return jnp.where(kind < 0.5, _kind_weight(0, p, x, y, cfg), _kind_weight(1, p, x, y, cfg))
 
 
 # -------------------------------------------------------------------------------------- compositing
+# Overlaps composite as OpenCV's in-place blending does for lines of one colour: per family we accumulate
+# L = Σ l and G = Σ fog·l over its primitives (l = −log(1 − a)); the family then covers 1 − e^(−L) of the
+# pixel with colour c·G/L, and families are laid over each other in drawing order (X, Z, vertical).
 def _composite(acc: jax.Array, colors: jax.Array) -> jax.Array:
-    """acc (3 families, 3 quantities [A, F, L], H, W) → RGB (H, W, 3) in [0, 1]."""
-    img = jnp.zeros(acc.shape[2:] + (3,), acc.dtype)
+    """acc (3 families, H, W) complex L + iG → RGB (H, W, 3) float32 in [0, 1]."""
+    img = jnp.zeros(acc.shape[1:] + (3,), jnp.float32)
     for f in range(3):
-        total, fogged, log_clear = acc[f, 0], acc[f, 1], acc[f, 2]
-        clear = jnp.exp(log_clear)
-        tint = jnp.where(total > 0, fogged / jnp.where(total > 0, total, 1.0), 0.0)
-        img = img * clear[..., None] + ((1.0 - clear) * tint)[..., None] * colors[f]
+        total, fogged = acc[f].real, acc[f].imag
+        cover = -jnp.expm1(-total)
+        tint = fogged / jnp.maximum(total, 1e-30)
+        img = img * (1.0 - cover)[..., None] + (cover * tint)[..., None] * colors[f]
     return img
 
 
-def _quantities(a: jax.Array, fog: jax.Array) -> jax.Array:
-    a = jnp.clip(a, 0.0, _ALPHA_MAX)
-    return jnp.stack([a, a * fog, jnp.log1p(-a)], axis=-1)
+# ------------------------------------------------------------------------------------------ scatter
+# The scatter method draws in passes. A pass enumerates units — one major-axis column of a line, or the box
+# around a round cap — each a static block of pixels, sums the log-transmittance of its primitives there and
+# scatter-adds once. OpenCV's 15 primitives of a thick segment become a band (the quad's fill and its two long
+# edges, by columns) and two caps (a diamond, its four edges and the quad's short edge, a box each). A line's
+# weights are computed once per column (three rows) and matched to the band's rows, so per-pixel work is a
+# few compares; every per-segment quantity is computed once per frame, not per pixel.
+@dataclasses.dataclass(frozen=True)
+class _Pass:
+    kind: str  # 'thin' (1-px lines) | 'band' | 'caps' ('opencv' profile) | 'smooth' (capsules)
+    half: int  # static half-height of a column, or half-side of a cap's box
+
+    @property
+    def block(self) -> int:
+        side = 2 * self.half + 1
+        return side * side if self.kind == "caps" else side
 
 
-def _candidate_ranges(prims: jax.Array, height: int, width: int) -> tuple[dict, jax.Array, jax.Array, jax.Array]:
-    ax = _axes(prims)
-    R = prims[:, _F["R"]].astype(jnp.int32)
-    pad = prims[:, _F["pad"]].astype(jnp.int32)
+def _passes(width: int, cfg: RasterConfig) -> tuple[_Pass, ...]:
+    """The scatter passes of a profile; block sizes follow the widest line the config can draw."""
+    base = base_line_width(width, cfg)
+    if cfg.profile == "smooth":
+        reach = math.ceil(base / 2.0 + 3.0 * cfg.smooth_softness)
+        return (_Pass("smooth", math.ceil(reach * math.sqrt(2.0)) + 1),)
+    t_max = max(1, round(base))
+    o_max = (t_max + 1) // 2  # the quad's half-width
+    return (_Pass("thin", 1), _Pass("band", math.ceil(o_max * math.sqrt(2.0)) + 2),
+            _Pass("caps", math.ceil(t_max / 2.0) + 2))
+
+
+# make_primitives' blocks: 0 thin line; 1–4 quad edges (2, 4 the long ones), 5 quad fill; 6–9 and 11–14 the
+# caps' edges, 10 and 15 their fills.
+_CAP_MEMBERS = ((0, (6, 11)), (0, (7, 12)), (0, (8, 13)), (0, (9, 14)), (0, (1, 3)), (1, (10, 15)))
+
+
+def _owners(prims: jax.Array, ps: _Pass, height: int, width: int) -> tuple[dict, jax.Array, jax.Array]:
+    """Per-owner data of a pass, its first column and number of units (0 when not drawn)."""
+    blocks = prims.reshape(-1, prims.shape[0] // (1 if ps.kind == "smooth" else 16), _NF)
+    if ps.kind == "caps":
+        members = jnp.stack([jnp.concatenate([blocks[b] for b in copies]) for _, copies in _CAP_MEMBERS])
+        frame = members[-1]
+        own = {"members": members}
+    else:
+        frame = blocks[5] if ps.kind == "band" else blocks[0]
+        own = {"members": frame[None]} if ps.kind == "smooth" else {}
+    ax = _axes(frame)
+    own |= {"ax": ax, "family": frame[:, _F["family"]].astype(jnp.int32), "fog": frame[:, _F["fog"]]}
+    if ps.kind == "band":
+        own |= {"edge_a": _axes(blocks[2], ax["x_major"]), "edge_b": _axes(blocks[4], ax["x_major"]),
+                "fill": _fill_setup(frame)}
+    if ps.kind == "caps":
+        own["centre"] = jnp.floor(frame[:, jnp.array([_F["ex0"], _F["ey0"]])] + 0.5).astype(jnp.int32)
+    live = frame[:, _F["live"]] > 0.5
+    if ps.kind == "caps":
+        return own, jnp.zeros(frame.shape[0], jnp.int32), live.astype(jnp.int32)
+    pad = frame[:, _F["pad"]].astype(jnp.int32) + 1
     n_major = jnp.where(ax["x_major"], width, height)
     c0 = jnp.clip(jnp.floor(ax["maj0"]).astype(jnp.int32) - pad, 0, n_major - 1)
     c1 = jnp.clip(jnp.ceil(ax["maj1"]).astype(jnp.int32) + pad, 0, n_major - 1)
-    live = prims[:, _F["live"]] > 0.5
-    count = jnp.where(live & (c1 >= c0), (c1 - c0 + 1) * (2 * R + 1), 0)
-    return ax, R, c0, count
+    return own, c0, jnp.where(live & (c1 >= c0), c1 - c0 + 1, 0)
 
 
-def candidate_counts(prims: jax.Array, height: int, width: int) -> jax.Array:
-    """Candidate pixels the scatter method enumerates for these primitives (the budget it needs)."""
-    return _candidate_ranges(prims, height, width)[3].sum()
+def _unit_weights(u: dict, col: jax.Array, ps: _Pass, cfg: RasterConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Pixels (U, block) x, y of units and their summed log-transmittance."""
+    k = jnp.arange(-ps.half, ps.half + 1, dtype=jnp.int32)
+    ax = u["ax"]
+    xm = ax["x_major"][:, None]
+    if ps.kind == "caps":
+        side = k.size
+        px = (u["centre"][:, 0, None, None] + k[None, None, :]) + jnp.zeros((1, side, 1), jnp.int32)
+        py = (u["centre"][:, 1, None, None] + k[None, :, None]) + jnp.zeros((1, 1, side), jnp.int32)
+        px, py = px.reshape(-1, ps.block), py.reshape(-1, ps.block)
+        total = sum(_kind_weight(kind, u["members"][m][:, None, :], px, py, cfg)
+                    for m, (kind, _) in enumerate(_CAP_MEMBERS))
+        return px, py, total
+    if ps.kind == "thin":
+        rows, weight = _line_column(ax, col)
+        colb = jnp.broadcast_to(col[:, None], rows.shape)
+        return jnp.where(xm, colb, rows), jnp.where(xm, rows, colb), _opacity(weight)
+    along = jnp.clip(col.astype(jnp.float32), ax["maj0"], ax["maj1"])
+    rows = jnp.floor(ax["min0"] + (along - ax["maj0"]) * ax["m"] + 0.5).astype(jnp.int32)[:, None] + k[None]
+    colb = jnp.broadcast_to(col[:, None], rows.shape)
+    px, py = jnp.where(xm, colb, rows), jnp.where(xm, rows, colb)
+    if ps.kind == "smooth":
+        return px, py, _capsule_weight(u["members"][0][:, None, :], px, py, cfg.smooth_softness)
+    # The quad's long edges: three rows per column, computed per column and matched to the band's rows.
+    edges = [_line_column(u[edge], col) for edge in ("edge_a", "edge_b")]
+    edges = [(r, _opacity(w)) for r, w in edges]
+    # Materialise per-column values: fused into the per-pixel loop, XLA would recompute them for every pixel.
+    fill, edges, px, py, rows = jax.lax.optimization_barrier((u["fill"], edges, px, py, rows))
+    total = jnp.where(_fill_inside(jax.tree.map(lambda v: v[:, None], fill), px, py) > 0, _L_MAX, 0.0)
+    for edge_rows, opacity in edges:
+        for j in range(3):
+            total += jnp.where(rows == edge_rows[:, j, None], opacity[:, j, None], 0.0)
+    return px, py, total
 
 
-def _scatter_chunk(acc: jax.Array, prims: jax.Array, ax: dict, R: jax.Array, c0: jax.Array, count: jax.Array,
-                   ends: jax.Array, start: jax.Array, chunk: int, height: int, width: int,
-                   cfg: RasterConfig) -> jax.Array:
-    """Add candidate pixels [start, start + chunk) of the primitives' enumeration into ``acc``."""
-    sample = start + jnp.arange(chunk, dtype=jnp.int32)
-    idx = jnp.minimum(jnp.searchsorted(ends, sample, side="right"), count.shape[0] - 1)
-    p = prims[idx]  # one gather of whole rows
-    rows = 2 * R[idx] + 1
-    local = sample - (ends[idx] - count[idx])
-    col = c0[idx] + local // rows
-    k = local % rows - R[idx]
-    pa = {key: value[idx] for key, value in ax.items()}
-    colf = col.astype(jnp.float32)
-    along = jnp.clip(colf, pa["maj0"], pa["maj1"])
-    centre = pa["min0"] + (along - pa["maj0"]) * pa["m"]
-    if cfg.profile == "opencv":  # 1-px lines follow the unclamped line through their end ramps
-        line = pa["min0"] + (colf - pa["maj0"]) * pa["m"]
-        centre = jnp.where(p[:, _F["kind"]] < 0.5, line, centre)
-    row = jnp.floor(centre + 0.5).astype(jnp.int32) + k
-    px, py = jnp.where(pa["x_major"], col, row), jnp.where(pa["x_major"], row, col)
-    weight = primitive_weight(p, px, py, cfg)
-    ok = (sample < ends[-1]) & (px >= 0) & (px < width) & (py >= 0) & (py < height) & (weight > 0)
-    family = p[:, _F["family"]].astype(jnp.int32)
-    flat = jnp.where(ok, family * (height * width) + py * width + px, 3 * height * width)
-    vals = _quantities(jnp.where(ok, weight, 0.0), p[:, _F["fog"]])
-    return acc.at[flat].add(vals, mode="drop")
+def _draw_units(acc: jax.Array, own: dict, ps: _Pass, c0: jax.Array, count: jax.Array, ends: jax.Array,
+                start: jax.Array, n_units: int, height: int, width: int, cfg: RasterConfig) -> jax.Array:
+    """Add units [start, start + n_units) of a pass into ``acc`` (3·H·W,) complex."""
+    sample = start + jnp.arange(n_units, dtype=jnp.int32)
+    owner = jnp.minimum(jnp.searchsorted(ends, sample, side="right"), count.shape[0] - 1)
+    u = {k: (v[:, owner] if k == "members" else jax.tree.map(lambda x: x[owner], v)) for k, v in own.items()}
+    col = c0[owner] + sample - (ends[owner] - count[owner])
+    px, py, total = _unit_weights(u, col, ps, cfg)
+    # The index does not look at the weight (adding 0 is harmless) and the two quantities travel as one
+    # complex number: XLA:CPU fuses the weight into each consumer element, so this computes it once per pixel.
+    ok = (sample < ends[-1])[:, None] & (px >= 0) & (px < width) & (py >= 0) & (py < height)
+    flat = jnp.where(ok, u["family"][:, None] * (height * width) + py * width + px, 3 * height * width)
+    vals = jax.lax.complex(total, total * u["fog"][:, None])
+    return acc.at[flat.reshape(-1)].add(vals.reshape(-1), mode="drop")
+
+
+def candidate_counts(prims: jax.Array, height: int, width: int, cfg: RasterConfig) -> jax.Array:
+    """Candidate pixels of the busiest scatter pass for these primitives (the ``pixel_budget`` it needs)."""
+    return jnp.max(jnp.stack([_owners(prims, ps, height, width)[2].sum() * ps.block
+                              for ps in _passes(width, cfg)]))
 
 
 def _raster_scatter(prims: jax.Array, height: int, width: int, cfg: RasterConfig) -> tuple[jax.Array, jax.Array]:
-    """Accumulators (3, 3, H, W): enumerate candidate pixels in chunks, weigh them, scatter-add.
+    """Accumulators (3, H, W) complex L + iG: each pass enumerates its units in chunks, weighs them, scatter-adds.
 
-    With ``cfg.pixel_budget`` the chunk count is static (``fori_loop``: reverse-differentiable) and pixels past
-    the budget are dropped and counted as overflow; without it a ``while_loop`` runs until every candidate is
-    drawn (exact, forward-only).
+    With ``cfg.pixel_budget`` each pass runs a static number of chunks (``fori_loop``: reverse-differentiable)
+    and candidate pixels past the budget are dropped and counted as overflow; without it a ``while_loop`` runs
+    until every unit is drawn (exact, forward-only).
     """
-    ax, R, c0, count = _candidate_ranges(prims, height, width)
-    ends = jnp.cumsum(count)
-    total = ends[-1]
-    acc = jnp.zeros((3 * height * width, 3), jnp.float32)
-    chunk = cfg.chunk
-    draw = lambda i, a: _scatter_chunk(a, prims, ax, R, c0, count, ends, i * chunk, chunk,  # noqa: E731
-                                       height, width, cfg)
-    if cfg.pixel_budget:
-        n_chunks = -(-int(cfg.pixel_budget) // chunk)
-        acc = jax.lax.fori_loop(0, n_chunks, draw, acc)
-        overflow = jnp.maximum(total - n_chunks * chunk, 0)
-    else:
-        acc = jax.lax.while_loop(lambda c: c[0] * chunk < total, lambda c: (c[0] + 1, draw(c[0], c[1])),
-                                 (jnp.int32(0), acc))[1]
-        overflow = jnp.int32(0)
-    acc = acc.reshape(3, height, width, 3).transpose(0, 3, 1, 2)
-    return acc, overflow
+    acc = jnp.zeros((3 * height * width,), jnp.complex64)
+    overflow = jnp.int32(0)
+    for ps in _passes(width, cfg):
+        own, c0, count = _owners(prims, ps, height, width)
+        ends = jnp.cumsum(count)
+        step = max(1, cfg.chunk // ps.block)
+
+        def draw(i, a, ps=ps, own=own, c0=c0, count=count, ends=ends, step=step):
+            return _draw_units(a, own, ps, c0, count, ends, i * step, step, height, width, cfg)
+
+        if cfg.pixel_budget:
+            n_chunks = math.ceil(math.ceil(int(cfg.pixel_budget) / ps.block) / step)
+            acc = jax.lax.fori_loop(0, n_chunks, draw, acc)
+            overflow += jnp.maximum(ends[-1] - n_chunks * step, 0) * ps.block
+        else:
+            acc = jax.lax.while_loop(lambda c, ends=ends, step=step: c[0] * step < ends[-1],
+                                     lambda c, draw=draw: (c[0] + 1, draw(c[0], c[1])), (jnp.int32(0), acc))[1]
+    return acc.reshape(3, height, width), overflow
 
 
 def _raster_tiled(prims: jax.Array, height: int, width: int, cfg: RasterConfig) -> tuple[jax.Array, jax.Array]:
-    """Accumulators (3, 3, H, W) by tiles: each tile evaluates the ``tile_segments`` primitives that overlap it."""
+    """Accumulators (3, H, W) complex by tiles: each tile evaluates the ``tile_segments`` primitives that overlap it."""
     ax = _axes(prims)
     R = prims[:, _F["R"]]
     pad = prims[:, _F["pad"]]
@@ -463,15 +582,15 @@ def _raster_tiled(prims: jax.Array, height: int, width: int, cfg: RasterConfig) 
         yy, xx = jnp.meshgrid(jnp.arange(ts) + y0, jnp.arange(ts), indexing="ij")
         px = (xs0[:, None, None] + xx[None])[..., None]  # (tx, ts, ts, 1)
         py = jnp.broadcast_to(yy[None], (tx, ts, ts))[..., None]
-        p = prims[pick][:, None, None]  # (tx, 1, 1, kk, _NF)
-        w = primitive_weight(p, px, py, cfg) * picked[:, None, None, :]
-        q = _quantities(w, p[..., _F["fog"]])  # (tx, ts, ts, kk, 3)
-        onehot = jax.nn.one_hot(prims[pick][..., _F["family"]].astype(jnp.int32), 3, dtype=jnp.float32)
-        acc = jnp.einsum("xijkq,xkf->fqixj", q, onehot)  # (3, 3, ts, tx, ts)
-        return acc.reshape(3, 3, ts, tx * ts), overflow
+        p = prims[pick]  # (tx, kk, _NF)
+        l = primitive_weight(p[:, None, None], px, py, cfg) * picked[:, None, None, :]  # (tx, ts, ts, kk)
+        onehot = jax.nn.one_hot(p[..., _F["family"]].astype(jnp.int32), 3, dtype=jnp.float32)  # (tx, kk, 3)
+        fogged = onehot * p[..., _F["fog"], None]
+        acc = jax.lax.complex(jnp.einsum("xijk,xkf->fixj", l, onehot), jnp.einsum("xijk,xkf->fixj", l, fogged))
+        return acc.reshape(3, ts, tx * ts), overflow
 
-    acc, overflow = jax.lax.map(tile_row, jnp.arange(ty))  # (ty, 3, 3, ts, tx·ts)
-    acc = acc.transpose(1, 2, 0, 3, 4).reshape(3, 3, ty * ts, tx * ts)[:, :, :height, :width]
+    acc, overflow = jax.lax.map(tile_row, jnp.arange(ty))  # (ty, 3, ts, tx·ts)
+    acc = acc.transpose(1, 0, 2, 3).reshape(3, ty * ts, tx * ts)[:, :height, :width]
     return acc, overflow.sum()
 
 
@@ -498,14 +617,19 @@ def required_budget(scene: dict, cameras: dict, *, height: int, width: int, cfg:
     def one(cam):
         seg = frame_segments(scene, cam["w2c"], cam["K"], cam["dist"] if fisheye else None, cam["shot"],
                              cam["spacing"], cam["view"], height, width, cfg)
-        return candidate_counts(make_primitives(seg, cfg), height, width)
+        return candidate_counts(make_primitives(seg, cfg), height, width, cfg)
 
     return jax.lax.map(one, cameras)
 
 
-@partial(jax.jit, static_argnames=("height", "width", "cfg", "fisheye"))
+def to_uint8(frames: jax.Array) -> jax.Array:
+    return jnp.clip(jnp.round(frames * 255.0), 0, 255).astype(jnp.uint8)
+
+
+@partial(jax.jit, static_argnames=("height", "width", "cfg", "fisheye", "uint8"))
 def render_frames(scene: dict, cameras: dict, colors: jax.Array, *, height: int, width: int,
-                  cfg: RasterConfig = RasterConfig(), fisheye: bool = False) -> tuple[jax.Array, jax.Array]:
+                  cfg: RasterConfig = RasterConfig(), fisheye: bool = False,
+                  uint8: bool = False) -> tuple[jax.Array, jax.Array]:
     """Render a trajectory's frames.
 
     Args:
@@ -514,12 +638,13 @@ def render_frames(scene: dict, cameras: dict, colors: jax.Array, *, height: int,
       cameras: per frame w2c (T, 3, 4), K (T, 3, 3), dist (T, 4), shot (T,) (−1 = cut, rendered white),
         spacing (T,) and view (T,) of the frame's room.
       colors: (3, 3) RGB in [0, 1] of the X, Z and vertical line families.
-    Returns: frames (T, H, W, 3) float32 in [0, 1] and overflow (T,) — candidate pixels beyond the static
-    budget (scatter) or segments beyond ``tile_segments`` (tiled); 0 when nothing was dropped.
+      uint8: return frames as uint8 (converted inside the compiled program; 4x less output traffic).
+    Returns: frames (T, H, W, 3) float32 in [0, 1] (or uint8) and overflow (T,) — candidate pixels beyond the
+    static budget (scatter) or segments beyond ``tile_segments`` (tiled); 0 when nothing was dropped.
     """
-    fn = lambda cam: render_frame(scene, cam, colors, height, width, cfg, fisheye)  # noqa: E731
-    return jax.lax.map(fn, cameras, batch_size=cfg.frame_batch)
+    def fn(cam):
+        img, overflow = render_frame(scene, cam, colors, height, width, cfg, fisheye)
+        return (to_uint8(img) if uint8 else img), overflow
 
-
-def to_uint8(frames: jax.Array) -> jax.Array:
-    return jnp.clip(jnp.round(frames * 255.0), 0, 255).astype(jnp.uint8)
+    # batch_size=1 would vmap the body and turn its while_loop's carry into a full-frame select per chunk.
+    return jax.lax.map(fn, cameras, batch_size=cfg.frame_batch if cfg.frame_batch > 1 else None)

@@ -51,8 +51,9 @@ def render_grid(traj: Trajectory, *, grid: GridConfig = GridConfig(), cfg: raste
         frames = np.arange(start, end)
         padded = np.concatenate([frames, np.full(_bucket(len(frames), 8) - len(frames), end - 1)])
         rendered, over = raster.render_frames(sub, {k: v[padded] for k, v in cams.items()}, colors,
-                                              height=traj.height, width=traj.width, cfg=cfg, fisheye=traj.is_fisheye)
-        out[start:end] = np.asarray(raster.to_uint8(rendered))[: len(frames)]
+                                              height=traj.height, width=traj.width, cfg=cfg, fisheye=traj.is_fisheye,
+                                              uint8=True)
+        out[start:end] = np.asarray(rendered)[: len(frames)]
         overflow[start:end] = np.asarray(over)[: len(frames)]
     return (out, overflow) if return_overflow else out
 
