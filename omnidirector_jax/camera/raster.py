@@ -15,15 +15,16 @@ Two line profiles:
 
 Two methods produce the same image:
 
-* ``scatter`` (CPU/GPU): a static per-frame budget of candidate pixels is shared out among the visible
-  segments by the length of their pixel footprints (cumulative sum + ``searchsorted``); each candidate
-  computes its weight and is scatter-added into per-family accumulators.
+* ``scatter`` (CPU/GPU): visible segments become units — major-axis columns of thin lines and of thick
+  lines' bands, and boxes around round caps — laid out by a cumulative sum and found by ``searchsorted``;
+  each unit weighs its static block of pixels once and scatter-adds it (see the "scatter" section).
 * ``tiled`` (TPU, where scatter is slow): 16×16 tiles each pick the ``tile_segments`` segments whose
   footprint overlaps them and evaluate every pixel against those — dense math, no scatter.
 
-Overlaps composite as OpenCV's blending does for same-coloured lines: per family we accumulate
-``A = Σa``, ``F = Σ fog·a`` and ``L = Σ log(1 − a)``; the family then covers ``1 − e^L`` of the pixel with
-colour ``c · F / A``, and families are laid over each other in order.
+Overlaps composite as OpenCV's in-place blending does for lines of one colour: per family we accumulate
+``L = Σ −log(1 − a)`` and ``G = Σ fog·(−log(1 − a))`` (as one complex number, so XLA computes a pixel's
+weight once); the family covers ``1 − e^(−L)`` of the pixel with colour ``c · G / L``, and families are laid
+over each other in drawing order.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class RasterConfig:
     method: str = "scatter"  # 'scatter' (CPU/GPU) | 'tiled' (TPU: no scatter)
     line_width: float | None = None  # width at full fog; None → max(4, W / 320)
     pixel_budget: int | None = None  # candidate pixels per frame (scatter); None → as many as needed
-    chunk: int = 1 << 15  # candidate pixels processed per scatter step (bounds memory)
+    chunk: int = 1 << 12  # candidate pixels per scatter step (bounds memory; small: less unused tail work)
     near: float = 0.1  # near plane (camera z)
     fog_cutoff: float = 0.05  # segments dimmer than this are dropped
     fisheye_pieces: int = 16  # sub-segments per segment for fisheye lenses (≥ 12; ~32 for strong lenses)
@@ -333,8 +334,8 @@ def _fill_setup(p: jax.Array) -> dict:
         top = yr[i] <= yr[j]
         xt, xb = jnp.where(top, xs[i], xs[j]), jnp.where(top, xs[j], xs[i])
         yt, yb = jnp.minimum(yr[i], yr[j]), jnp.maximum(yr[i], yr[j])
-        out |= {f"xt{i}": xt, f"dx{i}": xb - xt, f"yt{i}": yt, f"yb{i}": yb,
-                f"dy{i}": jnp.where(yb > yt, yb - yt, 1.0), f"live{i}": yb > yt, f"closed{i}": yb == out["ymax"]}
+        out |= {f"xt{i}": xt, f"slope{i}": (xb - xt) / jnp.where(yb > yt, yb - yt, 1.0), f"yt{i}": yt, f"yb{i}": yb,
+                f"live{i}": yb > yt, f"closed{i}": yb == out["ymax"]}
     return out
 
 
@@ -346,7 +347,7 @@ def _fill_inside(f: dict, x: jax.Array, y: jax.Array) -> jax.Array:
     for i in range(4):
         yt, yb = f[f"yt{i}"], f[f"yb{i}"]
         active = f[f"live{i}"] & (yf >= yt) & ((yf < yb) | ((yf == yb) & f[f"closed{i}"]))
-        xe = f[f"xt{i}"] + (yf - yt) * f[f"dx{i}"] / f[f"dy{i}"]
+        xe = f[f"xt{i}"] + (yf - yt) * f[f"slope{i}"]
         left = jnp.where(active, jnp.minimum(left, xe), left)
         right = jnp.where(active, jnp.maximum(right, xe), right)
     xf = x.astype(jnp.float32)
@@ -397,13 +398,13 @@ def primitive_weight(p: jax.Array, x: jax.Array, y: jax.Array, cfg: RasterConfig
 # L = Σ l and G = Σ fog·l over its primitives (l = −log(1 − a)); the family then covers 1 − e^(−L) of the
 # pixel with colour c·G/L, and families are laid over each other in drawing order (X, Z, vertical).
 def _composite(acc: jax.Array, colors: jax.Array) -> jax.Array:
-    """acc (3 families, H, W) complex L + iG → RGB (H, W, 3) float32 in [0, 1]."""
-    img = jnp.zeros(acc.shape[1:] + (3,), jnp.float32)
+    """acc (H, W, 3 families) complex L + iG → RGB (H, W, 3) float32 in [0, 1]."""
+    total, fogged = acc.real, acc.imag
+    cover = -jnp.expm1(-total)
+    paint = cover * fogged / jnp.maximum(total, 1e-30)
+    img = jnp.zeros(acc.shape, jnp.float32)
     for f in range(3):
-        total, fogged = acc[f].real, acc[f].imag
-        cover = -jnp.expm1(-total)
-        tint = fogged / jnp.maximum(total, 1e-30)
-        img = img * (1.0 - cover)[..., None] + (cover * tint)[..., None] * colors[f]
+        img = img * (1.0 - cover[..., f, None]) + paint[..., f, None] * colors[f]
     return img
 
 
@@ -515,7 +516,7 @@ def _draw_units(acc: jax.Array, own: dict, ps: _Pass, c0: jax.Array, count: jax.
     # The index does not look at the weight (adding 0 is harmless) and the two quantities travel as one
     # complex number: XLA:CPU fuses the weight into each consumer element, so this computes it once per pixel.
     ok = (sample < ends[-1])[:, None] & (px >= 0) & (px < width) & (py >= 0) & (py < height)
-    flat = jnp.where(ok, u["family"][:, None] * (height * width) + py * width + px, 3 * height * width)
+    flat = jnp.where(ok, (py * width + px) * 3 + u["family"][:, None], 3 * height * width)
     vals = jax.lax.complex(total, total * u["fog"][:, None])
     return acc.at[flat.reshape(-1)].add(vals.reshape(-1), mode="drop")
 
@@ -527,7 +528,7 @@ def candidate_counts(prims: jax.Array, height: int, width: int, cfg: RasterConfi
 
 
 def _raster_scatter(prims: jax.Array, height: int, width: int, cfg: RasterConfig) -> tuple[jax.Array, jax.Array]:
-    """Accumulators (3, H, W) complex L + iG: each pass enumerates its units in chunks, weighs them, scatter-adds.
+    """Accumulators (H, W, 3 families) complex L + iG: each pass enumerates units in chunks and scatter-adds.
 
     With ``cfg.pixel_budget`` each pass runs a static number of chunks (``fori_loop``: reverse-differentiable)
     and candidate pixels past the budget are dropped and counted as overflow; without it a ``while_loop`` runs
@@ -550,11 +551,11 @@ def _raster_scatter(prims: jax.Array, height: int, width: int, cfg: RasterConfig
         else:
             acc = jax.lax.while_loop(lambda c, ends=ends, step=step: c[0] * step < ends[-1],
                                      lambda c, draw=draw: (c[0] + 1, draw(c[0], c[1])), (jnp.int32(0), acc))[1]
-    return acc.reshape(3, height, width), overflow
+    return acc.reshape(height, width, 3), overflow
 
 
 def _raster_tiled(prims: jax.Array, height: int, width: int, cfg: RasterConfig) -> tuple[jax.Array, jax.Array]:
-    """Accumulators (3, H, W) complex by tiles: each tile evaluates the ``tile_segments`` primitives that overlap it."""
+    """Accumulators (H, W, 3 families) complex, by tiles: each evaluates the ``tile_segments`` primitives over it."""
     ax = _axes(prims)
     R = prims[:, _F["R"]]
     pad = prims[:, _F["pad"]]
@@ -586,18 +587,18 @@ def _raster_tiled(prims: jax.Array, height: int, width: int, cfg: RasterConfig) 
         l = primitive_weight(p[:, None, None], px, py, cfg) * picked[:, None, None, :]  # (tx, ts, ts, kk)
         onehot = jax.nn.one_hot(p[..., _F["family"]].astype(jnp.int32), 3, dtype=jnp.float32)  # (tx, kk, 3)
         fogged = onehot * p[..., _F["fog"], None]
-        acc = jax.lax.complex(jnp.einsum("xijk,xkf->fixj", l, onehot), jnp.einsum("xijk,xkf->fixj", l, fogged))
-        return acc.reshape(3, ts, tx * ts), overflow
+        acc = jax.lax.complex(jnp.einsum("xijk,xkf->ixjf", l, onehot), jnp.einsum("xijk,xkf->ixjf", l, fogged))
+        return acc.reshape(ts, tx * ts, 3), overflow
 
-    acc, overflow = jax.lax.map(tile_row, jnp.arange(ty))  # (ty, 3, ts, tx·ts)
-    acc = acc.transpose(1, 0, 2, 3).reshape(3, ty * ts, tx * ts)[:, :height, :width]
+    acc, overflow = jax.lax.map(tile_row, jnp.arange(ty))  # (ty, ts, tx·ts, 3)
+    acc = acc.reshape(ty * ts, tx * ts, 3)[:height, :width]
     return acc, overflow.sum()
 
 
 # ------------------------------------------------------------------------------------------ frames
 def render_frame(scene: dict, camera: dict, colors: jax.Array, height: int, width: int,
-                 cfg: RasterConfig, fisheye: bool) -> tuple[jax.Array, jax.Array]:
-    """One frame → (RGB (H, W, 3) float32 in [0, 1], overflow count). Cut frames are pure white."""
+                 cfg: RasterConfig, fisheye: bool, uint8: bool = False) -> tuple[jax.Array, jax.Array]:
+    """One frame → (RGB (H, W, 3) in [0, 1] float32, or uint8, overflow count). Cut frames are pure white."""
     seg = frame_segments(scene, camera["w2c"], camera["K"], camera["dist"] if fisheye else None,
                          camera["shot"], camera["spacing"], camera["view"], height, width, cfg)
     prims = make_primitives(seg, cfg)
@@ -605,9 +606,8 @@ def render_frame(scene: dict, camera: dict, colors: jax.Array, height: int, widt
         acc, overflow = _raster_scatter(prims, height, width, cfg)
     else:
         acc, overflow = _raster_tiled(prims, height, width, cfg)
-    img = _composite(acc, colors)
-    img = jnp.where(camera["shot"] < 0, 1.0, img)
-    return img, overflow
+    img = jnp.where(camera["shot"] < 0, 1.0, _composite(acc, colors))
+    return (to_uint8(img) if uint8 else img), overflow
 
 
 @partial(jax.jit, static_argnames=("height", "width", "cfg", "fisheye"))
@@ -642,9 +642,7 @@ def render_frames(scene: dict, cameras: dict, colors: jax.Array, *, height: int,
     Returns: frames (T, H, W, 3) float32 in [0, 1] (or uint8) and overflow (T,) — candidate pixels beyond the
     static budget (scatter) or segments beyond ``tile_segments`` (tiled); 0 when nothing was dropped.
     """
-    def fn(cam):
-        img, overflow = render_frame(scene, cam, colors, height, width, cfg, fisheye)
-        return (to_uint8(img) if uint8 else img), overflow
+    fn = lambda cam: render_frame(scene, cam, colors, height, width, cfg, fisheye, uint8)  # noqa: E731
 
     # batch_size=1 would vmap the body and turn its while_loop's carry into a full-frame select per chunk.
     return jax.lax.map(fn, cameras, batch_size=cfg.frame_batch if cfg.frame_batch > 1 else None)
