@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from omnidirector_jax.camera.scene import default_line_width
+
 # Measured from OpenCV 5.0 (tools/calibrate_opencv_aa.py): weight of a pixel at minor-axis offset
 # d ∈ [−1.5, 1.5] (1/16 px steps, columns) from a 1-px LINE_AA line of slope |m| = j/8 (rows).
 _AA_PROFILE = np.array([
@@ -68,7 +70,7 @@ class RasterConfig:
 
     profile: str = "opencv"  # 'opencv' (matches cv2.line LINE_AA) | 'smooth' (differentiable)
     method: str = "scatter"  # 'scatter' (CPU/GPU) | 'tiled' (TPU: no scatter)
-    line_width: float | None = None  # width at full fog; None → max(4, W / 320)
+    line_width: float | None = None  # width at full fog; None → scene.default_line_width(W)
     pixel_budget: int | None = None  # candidate pixels per frame (scatter); None → as many as needed
     chunk: int = 1 << 12  # candidate pixels per scatter step (bounds memory; small: less unused tail work)
     near: float = 0.1  # near plane (camera z)
@@ -89,7 +91,7 @@ class RasterConfig:
 
 
 def base_line_width(width: int, cfg: RasterConfig) -> float:
-    return float(cfg.line_width) if cfg.line_width is not None else max(4.0, width / 320.0)
+    return float(cfg.line_width) if cfg.line_width is not None else default_line_width(width)
 
 
 # ------------------------------------------------------------------------------------------ geometry

@@ -12,7 +12,7 @@ import math
 import cv2
 import numpy as np
 
-from omnidirector_jax.camera.scene import DEFAULT_COLORS, GridConfig, Scene, build_scene
+from omnidirector_jax.camera.scene import DEFAULT_COLORS, GridConfig, Scene, build_scene, default_line_width
 from omnidirector_jax.camera.trajectory import Trajectory
 
 _SHIFT = 4
@@ -54,7 +54,7 @@ def render_frame_reference(scene: Scene, w2c: np.ndarray, K: np.ndarray, dist: n
     if shot < 0:
         return img + 255
     g, v = float(scene.spacing[shot]), float(scene.view[shot])
-    base = line_width if line_width is not None else max(4.0, width / 320.0)
+    base = line_width if line_width is not None else default_line_width(width)
     margin = math.ceil(base) + 3.0
     rot, trans = np.asarray(w2c[:3, :3], np.float64), np.asarray(w2c[:3, 3], np.float64)
     idx = np.flatnonzero(scene.valid & (scene.shot == shot))  # already in family (drawing) order

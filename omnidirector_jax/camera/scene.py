@@ -34,6 +34,12 @@ FAMILY_X, FAMILY_Z, FAMILY_VERTICAL = 0, 1, 2
 DEFAULT_COLORS = np.array([[0, 255, 255], [255, 0, 255], [255, 255, 0]], dtype=np.float32) / 255.0
 
 
+def default_line_width(width: int) -> float:
+    """Line width at full fog: ``max(4, W/320)`` at the model's 832-px width and above (design §3); narrower
+    renders scale it down with the image (a 160-px grid gets ~0.8 px, not 4-px bars), drawn ≥ 1 px."""
+    return max(4.0 * min(1.0, width / 832.0), width / 320.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class GridConfig:
     """Room constants (defaults from the design, §3). Each ``*_steps`` multiplies the grid spacing g."""

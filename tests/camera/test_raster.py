@@ -91,8 +91,9 @@ def test_fisheye_scene_matches_reference():
     traj = load_trajectory(f"{TRAJ_DIR}/fisheye_walk.json").resized(120, 208)
     traj = Trajectory.create(traj.w2c[::12], traj.K[::12], height=120, width=208, dist=traj.dist[::12])
     scene = build_scene(traj)
-    got = render_grid(traj, scene=scene).astype(float)
-    ref = render_grid_reference(traj, scene=scene).astype(float)
+    # 4-px lines, as at full resolution (this small size would default to ~1-px lines).
+    got = render_grid(traj, scene=scene, cfg=raster.RasterConfig(line_width=4.0)).astype(float)
+    ref = render_grid_reference(traj, scene=scene, line_width=4.0).astype(float)
     assert (ref > 0).any(-1).mean() > 0.05
     # Float32 Kannala–Brandt differs from OpenCV's float64 by up to ~0.02 px, which shifts anti-aliasing
     # weights on these dense 16-piece curves: measured 1.46 grey levels at this size.

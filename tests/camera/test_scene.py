@@ -74,3 +74,12 @@ def test_jittable_builder_matches_host_builder():
     a = np.round(host.segments[host.valid].reshape(-1, 6), 3)
     b = np.round(np.asarray(dev["segments"])[np.asarray(dev["valid"])].reshape(-1, 6), 3)
     assert sorted(map(tuple, a)) == sorted(map(tuple, b))
+
+
+def test_default_line_width_follows_the_design_and_scales_down():
+    from omnidirector_jax.camera.scene import default_line_width
+
+    assert default_line_width(832) == 4.0  # max(4, W/320) at the model's width
+    assert default_line_width(1920) == 6.0
+    assert default_line_width(416) == 2.0  # half the width, half the line
+    assert abs(default_line_width(160) - 4.0 * 160 / 832) < 1e-12
