@@ -498,7 +498,7 @@ def _unit_weights(u: dict, col: jax.Array, ps: _Pass, cfg: RasterConfig) -> tupl
     # The quad's long edges: three rows per column, computed per column and matched to the band's rows.
     edges = [_line_column(u[edge], col) for edge in ("edge_a", "edge_b")]
     edges = [(r, _opacity(w)) for r, w in edges]
-    # Materialise per-column values: fused into the per-pixel loop, XLA would recompute them for every pixel.
+    # Ask XLA to keep per-column values materialised rather than recompute them per pixel inside the fusion.
     fill, edges, px, py, rows = jax.lax.optimization_barrier((u["fill"], edges, px, py, rows))
     total = jnp.where(_fill_inside(jax.tree.map(lambda v: v[:, None], fill), px, py) > 0, _L_MAX, 0.0)
     for edge_rows, opacity in edges:
