@@ -341,19 +341,26 @@ def _fill_setup(p: jax.Array) -> dict:
     return out
 
 
+def _fill_row(f: dict, y: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """First and last pixel, ceil(left) and floor(right), of row ``y`` (float) under :func:`_fill_setup`'s
+    edges (±inf where no edge is active, so the row is empty)."""
+    left = jnp.full(y.shape, jnp.inf)
+    right = jnp.full(y.shape, -jnp.inf)
+    for i in range(4):
+        yt, yb = f[f"yt{i}"], f[f"yb{i}"]
+        active = f[f"live{i}"] & (y >= yt) & ((y < yb) | ((y == yb) & f[f"closed{i}"]))
+        xe = f[f"xt{i}"] + (y - yt) * f[f"slope{i}"]
+        left = jnp.where(active, jnp.minimum(left, xe), left)
+        right = jnp.where(active, jnp.maximum(right, xe), right)
+    return jnp.ceil(left), jnp.floor(right)
+
+
 def _fill_inside(f: dict, x: jax.Array, y: jax.Array) -> jax.Array:
     """Per-pixel part of :func:`_fill_weight`: pixels ceil(left) … floor(right) of rows ymin … ymax."""
     yf = y.astype(jnp.float32)
-    left = jnp.full(yf.shape, jnp.inf)
-    right = jnp.full(yf.shape, -jnp.inf)
-    for i in range(4):
-        yt, yb = f[f"yt{i}"], f[f"yb{i}"]
-        active = f[f"live{i}"] & (yf >= yt) & ((yf < yb) | ((yf == yb) & f[f"closed{i}"]))
-        xe = f[f"xt{i}"] + (yf - yt) * f[f"slope{i}"]
-        left = jnp.where(active, jnp.minimum(left, xe), left)
-        right = jnp.where(active, jnp.maximum(right, xe), right)
+    first, last = _fill_row(f, yf)
     xf = x.astype(jnp.float32)
-    inside = (yf >= f["ymin"]) & (yf <= f["ymax"]) & (xf >= jnp.ceil(left)) & (xf <= jnp.floor(right))
+    inside = (yf >= f["ymin"]) & (yf <= f["ymax"]) & (xf >= first) & (xf <= last)
     return inside.astype(jnp.float32)
 
 
@@ -411,110 +418,112 @@ def _composite(acc: jax.Array, colors: jax.Array) -> jax.Array:
 
 
 # ------------------------------------------------------------------------------------------ scatter
-# The scatter method draws in passes. A pass enumerates units — one major-axis column of a line, or the box
-# around a round cap — each a static block of pixels, sums the log-transmittance of its primitives there and
-# scatter-adds once. OpenCV's 15 primitives of a thick segment become a band (the quad's fill and its two long
-# edges, by columns) and two caps (a diamond, its four edges and the quad's short edge, a box each). A line's
-# weights are computed once per column (three rows) and matched to the band's rows, so per-pixel work is a
-# few compares; every per-segment quantity is computed once per frame, not per pixel.
+# The scatter method draws OpenCV's own decomposition. 'opencv': every anti-aliased edge (a thin line, a thick
+# line's four quad edges, its caps' eight diamond edges) is a run of major-axis columns of three pixels whose
+# weights are computed once per column; every filled polygon (the quad, the two diamonds) is a run of image
+# rows, each cut into pieces of _SPAN pixels whose ends are computed once per row. So per pixel there is only
+# an index and a compare. 'smooth': each capsule is a run of columns. A pass lays its units out by a cumulative
+# sum over their owners (primitives), finds each unit's owner by searchsorted and scatter-adds its block.
+_LINE_BLOCKS = (0, 1, 2, 3, 4, 6, 7, 8, 9, 11, 12, 13, 14)  # make_primitives' AA lines and edges (kind 0)
+_FILL_BLOCKS = (5, 10, 15)  # and its fills (kind 1): the quad, the two caps' diamonds
+_SPAN = 8  # pixels per piece of a fill row
+
+
 @dataclasses.dataclass(frozen=True)
 class _Pass:
-    kind: str  # 'thin' (1-px lines) | 'band' | 'caps' ('opencv' profile) | 'smooth' (capsules)
-    half: int  # static half-height of a column, or half-side of a cap's box
-
-    @property
-    def block(self) -> int:
-        side = 2 * self.half + 1
-        return side * side if self.kind == "caps" else side
+    kind: str  # 'lines' | 'spans' ('opencv' profile) | 'smooth' (capsules)
+    block: int  # pixels per unit
+    half: int = 1  # 'smooth': static half-height of a column
 
 
 def _passes(width: int, cfg: RasterConfig) -> tuple[_Pass, ...]:
-    """The scatter passes of a profile; block sizes follow the widest line the config can draw."""
-    base = base_line_width(width, cfg)
+    """The scatter passes of a profile; a smooth column spans the widest line the config can draw."""
     if cfg.profile == "smooth":
-        reach = math.ceil(base / 2.0 + 3.0 * cfg.smooth_softness)
-        return (_Pass("smooth", math.ceil(reach * math.sqrt(2.0)) + 1),)
-    t_max = max(1, round(base))
-    o_max = (t_max + 1) // 2  # the quad's half-width
-    return (_Pass("thin", 1), _Pass("band", math.ceil(o_max * math.sqrt(2.0)) + 2),
-            _Pass("caps", math.ceil(t_max / 2.0) + 2))
+        reach = math.ceil(base_line_width(width, cfg) / 2.0 + 3.0 * cfg.smooth_softness)
+        half = math.ceil(reach * math.sqrt(2.0)) + 1
+        return (_Pass("smooth", 2 * half + 1, half),)
+    return (_Pass("lines", 3), _Pass("spans", _SPAN))
 
 
-# make_primitives' blocks: 0 thin line; 1–4 quad edges (2, 4 the long ones), 5 quad fill; 6–9 and 11–14 the
-# caps' edges, 10 and 15 their fills.
-_CAP_MEMBERS = ((0, (6, 11)), (0, (7, 12)), (0, (8, 13)), (0, (9, 14)), (0, (1, 3)), (1, (10, 15)))
+def _span_pieces(p: jax.Array, width: int) -> jax.Array:
+    """Pieces per row that cover the longest row of fill polygons p (N, _NF), parallelograms (quad, diamond):
+    a row's span is at most the polygon's clipped width and at most its chord |e × g| / |e_y or g_y|."""
+    xs = jnp.stack([p[:, _F[f"x{i}"]] for i in range(4)], -1)
+    ys = jnp.stack([p[:, _F[f"y{i}"]] for i in range(4)], -1)
+    bbox = jnp.minimum(jnp.floor(xs.max(-1)), width - 1) - jnp.maximum(jnp.ceil(xs.min(-1)), 0) + 1
+    ex, ey, gx, gy = xs[:, 1] - xs[:, 0], ys[:, 1] - ys[:, 0], xs[:, 2] - xs[:, 1], ys[:, 2] - ys[:, 1]
+    area = jnp.abs(ex * gy - ey * gx)
+    chord = jnp.minimum(area / jnp.maximum(jnp.abs(gy), 1e-6), area / jnp.maximum(jnp.abs(ey), 1e-6))
+    longest = jnp.clip(jnp.minimum(bbox, jnp.floor(jnp.minimum(chord, 2.0 * width)) + 2.0), 1.0, float(width))
+    return jnp.ceil(longest / _SPAN)
 
 
 def _owners(prims: jax.Array, ps: _Pass, height: int, width: int) -> tuple[dict, jax.Array, jax.Array]:
-    """Per-owner data of a pass, its first column and number of units (0 when not drawn)."""
-    blocks = prims.reshape(-1, prims.shape[0] // (1 if ps.kind == "smooth" else 16), _NF)
-    if ps.kind == "caps":
-        members = jnp.stack([jnp.concatenate([blocks[b] for b in copies]) for _, copies in _CAP_MEMBERS])
-        frame = members[-1]
-        own = {"members": members}
+    """Per-owner data of a pass, each owner's first column (or row) and its number of units (0: not drawn)."""
+    if ps.kind == "spans":
+        p = prims.reshape(16, -1, _NF)[jnp.array(_FILL_BLOCKS)].reshape(-1, _NF)
+        fill = _fill_setup(p)
+        r0 = jnp.maximum(fill["ymin"], 0.0)
+        rows = jnp.minimum(fill["ymax"], height - 1.0) - r0 + 1
+        pieces = _span_pieces(p, width)
+        live = (p[:, _F["live"]] > 0.5) & (rows > 0)
+        own = {"fill": fill, "pieces": pieces, "family": p[:, _F["family"]].astype(jnp.int32), "fog": p[:, _F["fog"]]}
+        return own, r0.astype(jnp.int32), jnp.where(live, rows * pieces, 0).astype(jnp.int32)
+    if ps.kind == "lines":
+        p = prims.reshape(16, -1, _NF)[jnp.array(_LINE_BLOCKS)].reshape(-1, _NF)
     else:
-        frame = blocks[5] if ps.kind == "band" else blocks[0]
-        own = {"members": frame[None]} if ps.kind == "smooth" else {}
-    ax = _axes(frame)
-    own |= {"ax": ax, "family": frame[:, _F["family"]].astype(jnp.int32), "fog": frame[:, _F["fog"]]}
-    if ps.kind == "band":
-        own |= {"edge_a": _axes(blocks[2], ax["x_major"]), "edge_b": _axes(blocks[4], ax["x_major"]),
-                "fill": _fill_setup(frame)}
-    if ps.kind == "caps":
-        own["centre"] = jnp.floor(frame[:, jnp.array([_F["ex0"], _F["ey0"]])] + 0.5).astype(jnp.int32)
-    live = frame[:, _F["live"]] > 0.5
-    if ps.kind == "caps":
-        return own, jnp.zeros(frame.shape[0], jnp.int32), live.astype(jnp.int32)
-    pad = frame[:, _F["pad"]].astype(jnp.int32) + 1
+        p = prims
+    ax = _axes(p)
+    own = {"ax": ax, "family": p[:, _F["family"]].astype(jnp.int32), "fog": p[:, _F["fog"]]}
+    live = p[:, _F["live"]] > 0.5
+    if ps.kind == "smooth":
+        own["members"] = p
+    else:  # OpenCV draws (almost) nothing for a point-like line: its weights are all 0 (see _line_ramp)
+        live &= (ax["maj1"] - ax["maj0"]) >= 1.0 / 32.0
+    pad = p[:, _F["pad"]].astype(jnp.int32) + 1
     n_major = jnp.where(ax["x_major"], width, height)
     c0 = jnp.clip(jnp.floor(ax["maj0"]).astype(jnp.int32) - pad, 0, n_major - 1)
     c1 = jnp.clip(jnp.ceil(ax["maj1"]).astype(jnp.int32) + pad, 0, n_major - 1)
     return own, c0, jnp.where(live & (c1 >= c0), c1 - c0 + 1, 0)
 
 
-def _unit_weights(u: dict, col: jax.Array, ps: _Pass, cfg: RasterConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Pixels (U, block) x, y of units and their summed log-transmittance."""
-    k = jnp.arange(-ps.half, ps.half + 1, dtype=jnp.int32)
+def _unit_weights(u: dict, first: jax.Array, local: jax.Array, ps: _Pass,
+                  cfg: RasterConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Pixels x, y (U, block) of units — number ``local`` (U,) of owners starting at column/row ``first`` —
+    and their log-transmittance."""
+    if ps.kind == "spans":
+        pieces = u["pieces"]
+        row_in = jnp.floor((local.astype(jnp.float32) + 0.5) / pieces)  # exact: small integers
+        piece = local.astype(jnp.float32) - row_in * pieces
+        y = first.astype(jnp.float32) + row_in
+        lo, hi = _fill_row(u["fill"], y)
+        lo = jnp.maximum(lo, 0.0)
+        filled = hi >= lo  # else the row is empty (no active edge, or a span left of the image)
+        x = jnp.where(filled, lo + piece * _SPAN, 0.0).astype(jnp.int32)[:, None] + jnp.arange(_SPAN, dtype=jnp.int32)
+        inside = filled[:, None] & (x.astype(jnp.float32) <= hi[:, None])
+        return x, jnp.broadcast_to(y.astype(jnp.int32)[:, None], x.shape), jnp.where(inside, _opacity(1.0), 0.0)
     ax = u["ax"]
+    col = first + local
     xm = ax["x_major"][:, None]
-    if ps.kind == "caps":
-        side = k.size
-        px = (u["centre"][:, 0, None, None] + k[None, None, :]) + jnp.zeros((1, side, 1), jnp.int32)
-        py = (u["centre"][:, 1, None, None] + k[None, :, None]) + jnp.zeros((1, 1, side), jnp.int32)
-        px, py = px.reshape(-1, ps.block), py.reshape(-1, ps.block)
-        total = sum(_kind_weight(kind, u["members"][m][:, None, :], px, py, cfg)
-                    for m, (kind, _) in enumerate(_CAP_MEMBERS))
-        return px, py, total
-    if ps.kind == "thin":
+    if ps.kind == "lines":
         rows, weight = _line_column(ax, col)
         colb = jnp.broadcast_to(col[:, None], rows.shape)
         return jnp.where(xm, colb, rows), jnp.where(xm, rows, colb), _opacity(weight)
+    k = jnp.arange(-ps.half, ps.half + 1, dtype=jnp.int32)
     along = jnp.clip(col.astype(jnp.float32), ax["maj0"], ax["maj1"])
     rows = jnp.floor(ax["min0"] + (along - ax["maj0"]) * ax["m"] + 0.5).astype(jnp.int32)[:, None] + k[None]
     colb = jnp.broadcast_to(col[:, None], rows.shape)
     px, py = jnp.where(xm, colb, rows), jnp.where(xm, rows, colb)
-    if ps.kind == "smooth":
-        return px, py, _capsule_weight(u["members"][0][:, None, :], px, py, cfg.smooth_softness)
-    # The quad's long edges: three rows per column, computed per column and matched to the band's rows.
-    edges = [_line_column(u[edge], col) for edge in ("edge_a", "edge_b")]
-    edges = [(r, _opacity(w)) for r, w in edges]
-    # Ask XLA to keep per-column values materialised rather than recompute them per pixel inside the fusion.
-    fill, edges, px, py, rows = jax.lax.optimization_barrier((u["fill"], edges, px, py, rows))
-    total = jnp.where(_fill_inside(jax.tree.map(lambda v: v[:, None], fill), px, py) > 0, _L_MAX, 0.0)
-    for edge_rows, opacity in edges:
-        for j in range(3):
-            total += jnp.where(rows == edge_rows[:, j, None], opacity[:, j, None], 0.0)
-    return px, py, total
+    return px, py, _capsule_weight(u["members"][:, None, :], px, py, cfg.smooth_softness)
 
 
-def _draw_units(acc: jax.Array, own: dict, ps: _Pass, c0: jax.Array, count: jax.Array, ends: jax.Array,
+def _draw_units(acc: jax.Array, own: dict, ps: _Pass, first: jax.Array, count: jax.Array, ends: jax.Array,
                 start: jax.Array, n_units: int, height: int, width: int, cfg: RasterConfig) -> jax.Array:
     """Add units [start, start + n_units) of a pass into ``acc`` (3·H·W,) complex."""
     sample = start + jnp.arange(n_units, dtype=jnp.int32)
     owner = jnp.minimum(jnp.searchsorted(ends, sample, side="right"), count.shape[0] - 1)
-    u = {k: (v[:, owner] if k == "members" else jax.tree.map(lambda x: x[owner], v)) for k, v in own.items()}
-    col = c0[owner] + sample - (ends[owner] - count[owner])
-    px, py, total = _unit_weights(u, col, ps, cfg)
+    u = jax.tree.map(lambda x: x[owner], own)
+    px, py, total = _unit_weights(u, first[owner], sample - (ends[owner] - count[owner]), ps, cfg)
     # The index does not look at the weight (adding 0 is harmless) and the two quantities travel as one
     # complex number: XLA:CPU fuses the weight into each consumer element, so this computes it once per pixel.
     ok = (sample < ends[-1])[:, None] & (px >= 0) & (px < width) & (py >= 0) & (py < height)
