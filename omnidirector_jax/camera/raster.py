@@ -76,7 +76,8 @@ class RasterConfig:
     near: float = 0.1  # near plane (camera z)
     fog_cutoff: float = 0.05  # segments dimmer than this are dropped
     fisheye_pieces: int = 16  # sub-segments per segment for fisheye lenses (≥ 12; ~32 for strong lenses)
-    frame_batch: int = 1  # frames per lax.map step (XLA:CPU materialises per-frame temporaries)
+    max_segments: int | None = None  # visible segments drawn per frame (compacted first); None → all of the scene's
+    frame_batch: int = 1  # frames drawn together (one unit enumeration; accumulators of this many frames)
     tile: int = 16  # tiled method: tile side in pixels
     tile_segments: int = 32  # tiled method: segments considered per tile
     smooth_softness: float = 0.35  # smooth profile: sigmoid temperature in pixels
@@ -88,6 +89,8 @@ class RasterConfig:
             raise ValueError(f"unknown raster method {self.method!r}; choose from {METHODS}")
         if self.fisheye_pieces < 1 or self.frame_batch < 1 or self.tile < 1 or self.tile_segments < 1:
             raise ValueError("fisheye_pieces, frame_batch, tile and tile_segments must be ≥ 1")
+        if self.max_segments is not None and self.max_segments < 1:
+            raise ValueError(f"max_segments must be ≥ 1 or None, got {self.max_segments}")
 
 
 def base_line_width(width: int, cfg: RasterConfig) -> float:
@@ -316,12 +319,17 @@ def _line_weight(p: jax.Array, ax: dict, x: jax.Array, y: jax.Array) -> jax.Arra
 
 def _line_column(ax: dict, col: jax.Array) -> tuple[jax.Array, jax.Array]:
     """A 1-px line at major-axis columns ``col`` (U,) with per-unit axes: its three minor-axis rows (U, 3)
-    and their weights (U, 3) — the same numbers as :func:`_line_weight`, computed once per column."""
+    and their log-transmittance (U, 3) — the weights of :func:`_line_weight`, computed once per column."""
     colf = col.astype(jnp.float32)
     centre = ax["min0"] + (colf - ax["maj0"]) * ax["m"]
-    rows = jnp.floor(centre + 0.5)[:, None] + jnp.array([-1.0, 0.0, 1.0])
-    weight = _aa_weight(jnp.abs(ax["m"])[:, None], rows - centre[:, None]) * _line_ramp(ax, colf)[:, None]
-    return rows.astype(jnp.int32), weight
+    mid = jnp.floor(centre + 0.5)
+    ramp, slope = _line_ramp(ax, colf), jnp.abs(ax["m"])
+    opacity = [_opacity(_aa_weight(slope, mid + k - centre) * ramp) for k in (-1.0, 0.0, 1.0)]
+    # Materialise the (U,) columns: fused into the (U, 3) consumer, XLA:CPU would evaluate the table lookups
+    # and logarithms element by element instead of in vector lanes.
+    opacity, mid = jax.lax.optimization_barrier((opacity, mid))
+    rows = mid.astype(jnp.int32)[:, None] + jnp.array([-1, 0, 1], jnp.int32)
+    return rows, jnp.stack(opacity, axis=1)
 
 
 def _fill_setup(p: jax.Array) -> dict:
@@ -506,9 +514,9 @@ def _unit_weights(u: dict, first: jax.Array, local: jax.Array, ps: _Pass,
     col = first + local
     xm = ax["x_major"][:, None]
     if ps.kind == "lines":
-        rows, weight = _line_column(ax, col)
+        rows, opacity = _line_column(ax, col)
         colb = jnp.broadcast_to(col[:, None], rows.shape)
-        return jnp.where(xm, colb, rows), jnp.where(xm, rows, colb), _opacity(weight)
+        return jnp.where(xm, colb, rows), jnp.where(xm, rows, colb), opacity
     k = jnp.arange(-ps.half, ps.half + 1, dtype=jnp.int32)
     along = jnp.clip(col.astype(jnp.float32), ax["maj0"], ax["maj1"])
     rows = jnp.floor(ax["min0"] + (along - ax["maj0"]) * ax["m"] + 0.5).astype(jnp.int32)[:, None] + k[None]
@@ -519,7 +527,7 @@ def _unit_weights(u: dict, first: jax.Array, local: jax.Array, ps: _Pass,
 
 def _draw_units(acc: jax.Array, own: dict, ps: _Pass, first: jax.Array, count: jax.Array, ends: jax.Array,
                 start: jax.Array, n_units: int, height: int, width: int, cfg: RasterConfig) -> jax.Array:
-    """Add units [start, start + n_units) of a pass into ``acc`` (3·H·W,) complex."""
+    """Add units [start, start + n_units) of a pass into ``acc`` (B·H·W·3,) complex."""
     sample = start + jnp.arange(n_units, dtype=jnp.int32)
     owner = jnp.minimum(jnp.searchsorted(ends, sample, side="right"), count.shape[0] - 1)
     u = jax.tree.map(lambda x: x[owner], own)
@@ -527,7 +535,7 @@ def _draw_units(acc: jax.Array, own: dict, ps: _Pass, first: jax.Array, count: j
     # The index does not look at the weight (adding 0 is harmless) and the two quantities travel as one
     # complex number: XLA:CPU fuses the weight into each consumer element, so this computes it once per pixel.
     ok = (sample < ends[-1])[:, None] & (px >= 0) & (px < width) & (py >= 0) & (py < height)
-    flat = jnp.where(ok, (py * width + px) * 3 + u["family"][:, None], 3 * height * width)
+    flat = jnp.where(ok, u["plane"][:, None] + (py * width + px) * 3 + u["family"][:, None], acc.shape[0])
     vals = jax.lax.complex(total, total * u["fog"][:, None])
     return acc.at[flat.reshape(-1)].add(vals.reshape(-1), mode="drop")
 
@@ -539,30 +547,40 @@ def candidate_counts(prims: jax.Array, height: int, width: int, cfg: RasterConfi
 
 
 def _raster_scatter(prims: jax.Array, height: int, width: int, cfg: RasterConfig) -> tuple[jax.Array, jax.Array]:
-    """Accumulators (H, W, 3 families) complex L + iG: each pass enumerates units in chunks and scatter-adds.
+    """Accumulators (B, H, W, 3 families) complex L + iG of B frames' primitives (B, N, _NF), and overflow (B,).
 
-    With ``cfg.pixel_budget`` each pass runs a static number of chunks (``fori_loop``: reverse-differentiable)
-    and candidate pixels past the budget are dropped and counted as overflow; without it a ``while_loop`` runs
-    until every unit is drawn (exact, forward-only).
+    The B frames share each pass's enumeration: their owners are laid out one after the other, so a chunk
+    can span frames and the fixed cost of a step (owner search, gathers, scatter) is paid once for all.
+    With ``cfg.pixel_budget`` (per frame) each pass runs a static number of chunks (``fori_loop``:
+    reverse-differentiable) and candidate pixels past the budget are dropped and counted as overflow; without
+    it a ``while_loop`` runs until every unit is drawn (exact, forward-only).
     """
-    acc = jnp.zeros((3 * height * width,), jnp.complex64)
-    overflow = jnp.int32(0)
+    n_frames = prims.shape[0]
+    plane = height * width * 3
+    acc = jnp.zeros((n_frames * plane,), jnp.complex64)
+    overflow = jnp.zeros((n_frames,), jnp.int32)
     for ps in _passes(width, cfg):
-        own, c0, count = _owners(prims, ps, height, width)
+        own, first, count = jax.vmap(lambda p, ps=ps: _owners(p, ps, height, width))(prims)
+        per_frame = count.shape[1]
+        own = jax.tree.map(lambda x, n=per_frame: x.reshape((n_frames * n,) + x.shape[2:]), own)
+        own["plane"] = jnp.repeat(jnp.arange(n_frames, dtype=jnp.int32) * plane, per_frame)
+        first, count = first.reshape(-1), count.reshape(-1)
         ends = jnp.cumsum(count)
         step = max(1, cfg.chunk // ps.block)
 
-        def draw(i, a, ps=ps, own=own, c0=c0, count=count, ends=ends, step=step):
-            return _draw_units(a, own, ps, c0, count, ends, i * step, step, height, width, cfg)
+        def draw(i, a, ps=ps, own=own, first=first, count=count, ends=ends, step=step):
+            return _draw_units(a, own, ps, first, count, ends, i * step, step, height, width, cfg)
 
         if cfg.pixel_budget:
-            n_chunks = math.ceil(math.ceil(int(cfg.pixel_budget) / ps.block) / step)
+            n_chunks = math.ceil(math.ceil(n_frames * int(cfg.pixel_budget) / ps.block) / step)
             acc = jax.lax.fori_loop(0, n_chunks, draw, acc)
-            overflow += jnp.maximum(ends[-1] - n_chunks * step, 0) * ps.block
+            frame_end = ends.reshape(n_frames, per_frame)[:, -1]
+            frame_start = frame_end - count.reshape(n_frames, per_frame).sum(1)
+            overflow += (frame_end - jnp.clip(n_chunks * step, frame_start, frame_end)) * ps.block
         else:
             acc = jax.lax.while_loop(lambda c, ends=ends, step=step: c[0] * step < ends[-1],
                                      lambda c, draw=draw: (c[0] + 1, draw(c[0], c[1])), (jnp.int32(0), acc))[1]
-    return acc.reshape(height, width, 3), overflow
+    return acc.reshape(n_frames, height, width, 3), overflow
 
 
 def _raster_tiled(prims: jax.Array, height: int, width: int, cfg: RasterConfig) -> tuple[jax.Array, jax.Array]:
@@ -607,17 +625,52 @@ def _raster_tiled(prims: jax.Array, height: int, width: int, cfg: RasterConfig) 
 
 
 # ------------------------------------------------------------------------------------------ frames
-def render_frame(scene: dict, camera: dict, colors: jax.Array, height: int, width: int,
-                 cfg: RasterConfig, fisheye: bool, uint8: bool = False) -> tuple[jax.Array, jax.Array]:
-    """One frame → (RGB (H, W, 3) in [0, 1] float32, or uint8, overflow count). Cut frames are pure white."""
+def _compact(seg: dict, size: int) -> tuple[dict, jax.Array]:
+    """The first ``size`` visible segments, in drawing order, and how many visible ones did not fit."""
+    n_visible = seg["keep"].sum()
+    idx = jnp.nonzero(seg["keep"], size=size, fill_value=0)[0]
+    out = {k: v[idx] for k, v in seg.items()}
+    out["keep"] = out["keep"] & (jnp.arange(size) < n_visible)
+    return out, jnp.maximum(n_visible - size, 0).astype(jnp.int32)
+
+
+def _frame_primitives(scene: dict, camera: dict, height: int, width: int, cfg: RasterConfig,
+                      fisheye: bool) -> tuple[jax.Array, jax.Array]:
+    """Primitives of one frame's visible segments and the number of visible segments dropped (beyond
+    ``cfg.max_segments``): a frame sees a small part of the room, so compacting first saves most of the work."""
     seg = frame_segments(scene, camera["w2c"], camera["K"], camera["dist"] if fisheye else None,
                          camera["shot"], camera["spacing"], camera["view"], height, width, cfg)
-    prims = make_primitives(seg, cfg)
+    dropped = jnp.int32(0)
+    if cfg.max_segments is not None and cfg.max_segments < seg["keep"].shape[0]:
+        seg, dropped = _compact(seg, cfg.max_segments)
+    return make_primitives(seg, cfg), dropped
+
+
+@partial(jax.jit, static_argnames=("height", "width", "cfg", "fisheye"))
+def visible_segments(scene: dict, cameras: dict, *, height: int, width: int, cfg: RasterConfig = RasterConfig(),
+                     fisheye: bool = False) -> jax.Array:
+    """(T,) visible (2D, after culling and clipping) segments per frame: choose ``max_segments`` from its max."""
+    def one(cam):
+        return frame_segments(scene, cam["w2c"], cam["K"], cam["dist"] if fisheye else None, cam["shot"],
+                              cam["spacing"], cam["view"], height, width, cfg)["keep"].sum()
+
+    return jax.lax.map(one, cameras)
+
+
+def render_group(scene: dict, cameras: dict, colors: jax.Array, height: int, width: int, cfg: RasterConfig,
+                 fisheye: bool, uint8: bool = False) -> tuple[jax.Array, jax.Array]:
+    """B frames (cameras with a leading axis B) → (RGB (B, H, W, 3) float32 in [0, 1] or uint8, overflow (B,)).
+
+    Cut frames are pure white. The scatter method draws the B frames in one enumeration (see
+    :func:`_raster_scatter`); the tiled method maps over them."""
+    prims, dropped = jax.vmap(lambda cam: _frame_primitives(scene, cam, height, width, cfg, fisheye))(cameras)
     if cfg.method == "scatter":
         acc, overflow = _raster_scatter(prims, height, width, cfg)
     else:
-        acc, overflow = _raster_tiled(prims, height, width, cfg)
-    img = jnp.where(camera["shot"] < 0, 1.0, _composite(acc, colors))
+        acc, overflow = jax.lax.map(lambda p: _raster_tiled(p, height, width, cfg), prims)
+    overflow = overflow + dropped
+    img = jax.vmap(_composite, (0, None))(acc, colors)
+    img = jnp.where(cameras["shot"][:, None, None, None] < 0, 1.0, img)
     return (to_uint8(img) if uint8 else img), overflow
 
 
@@ -625,12 +678,8 @@ def render_frame(scene: dict, camera: dict, colors: jax.Array, height: int, widt
 def required_budget(scene: dict, cameras: dict, *, height: int, width: int, cfg: RasterConfig = RasterConfig(),
                     fisheye: bool = False) -> jax.Array:
     """(T,) candidate pixels each frame needs (scatter method): choose ``pixel_budget`` from its max."""
-    def one(cam):
-        seg = frame_segments(scene, cam["w2c"], cam["K"], cam["dist"] if fisheye else None, cam["shot"],
-                             cam["spacing"], cam["view"], height, width, cfg)
-        return candidate_counts(make_primitives(seg, cfg), height, width, cfg)
-
-    return jax.lax.map(one, cameras)
+    return jax.lax.map(lambda cam: candidate_counts(_frame_primitives(scene, cam, height, width, cfg, fisheye)[0],
+                                                    height, width, cfg), cameras)
 
 
 def to_uint8(frames: jax.Array) -> jax.Array:
@@ -650,10 +699,16 @@ def render_frames(scene: dict, cameras: dict, colors: jax.Array, *, height: int,
         spacing (T,) and view (T,) of the frame's room.
       colors: (3, 3) RGB in [0, 1] of the X, Z and vertical line families.
       uint8: return frames as uint8 (converted inside the compiled program; 4x less output traffic).
-    Returns: frames (T, H, W, 3) float32 in [0, 1] (or uint8) and overflow (T,) — candidate pixels beyond the
-    static budget (scatter) or segments beyond ``tile_segments`` (tiled); 0 when nothing was dropped.
+    Returns: frames (T, H, W, 3) float32 in [0, 1] (or uint8) and overflow (T,) — what was dropped: candidate
+    pixels beyond the static budget (scatter) or segments beyond ``tile_segments`` (tiled), plus visible
+    segments beyond ``max_segments``; 0 when the frame is exact.
     """
-    fn = lambda cam: render_frame(scene, cam, colors, height, width, cfg, fisheye, uint8)  # noqa: E731
-
-    # batch_size=1 would vmap the body and turn its while_loop's carry into a full-frame select per chunk.
-    return jax.lax.map(fn, cameras, batch_size=cfg.frame_batch if cfg.frame_batch > 1 else None)
+    n_frames = cameras["shot"].shape[0]
+    group = min(cfg.frame_batch, n_frames)
+    n_groups = -(-n_frames // group)
+    # Pad with copies of the last frame to whole groups; the copies are dropped below.
+    pick = jnp.minimum(jnp.arange(n_groups * group), n_frames - 1).reshape(n_groups, group)
+    frames, overflow = jax.lax.map(
+        lambda cams: render_group(scene, cams, colors, height, width, cfg, fisheye, uint8),
+        jax.tree.map(lambda x: x[pick], cameras))
+    return frames.reshape((-1,) + frames.shape[2:])[:n_frames], overflow.reshape(-1)[:n_frames]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -24,6 +25,17 @@ def camera_arrays(traj: Trajectory, scene: Scene) -> dict[str, np.ndarray]:
 def _bucket(n: int, floor: int) -> int:
     """Next power of two ≥ n (and ≥ floor): few distinct shapes, so few compilations."""
     return max(floor, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+def fit_config(scene: dict, cams: dict, cfg: raster.RasterConfig, *, height: int, width: int,
+               fisheye: bool = False) -> raster.RasterConfig:
+    """``cfg`` with ``max_segments`` set (when it is None) to the most segments any frame sees, rounded up to a
+    power of two: a cheap culling pre-pass that lets the rasterizer skip the rest of the room."""
+    if cfg.max_segments is not None:
+        return cfg
+    seen = int(np.max(raster.visible_segments(scene, cams, height=height, width=width, cfg=cfg, fisheye=fisheye)))
+    n_segments = len(scene["valid"]) * (cfg.fisheye_pieces if fisheye else 1)
+    return dataclasses.replace(cfg, max_segments=min(_bucket(seen, 64), n_segments))
 
 
 def render_grid(traj: Trajectory, *, grid: GridConfig = GridConfig(), cfg: raster.RasterConfig | None = None,
@@ -50,9 +62,10 @@ def render_grid(traj: Trajectory, *, grid: GridConfig = GridConfig(), cfg: raste
                "valid": np.arange(size) < len(keep)}
         frames = np.arange(start, end)
         padded = np.concatenate([frames, np.full(_bucket(len(frames), 8) - len(frames), end - 1)])
-        rendered, over = raster.render_frames(sub, {k: v[padded] for k, v in cams.items()}, colors,
-                                              height=traj.height, width=traj.width, cfg=cfg, fisheye=traj.is_fisheye,
-                                              uint8=True)
+        shot_cams = {k: v[padded] for k, v in cams.items()}
+        shot_cfg = fit_config(sub, shot_cams, cfg, height=traj.height, width=traj.width, fisheye=traj.is_fisheye)
+        rendered, over = raster.render_frames(sub, shot_cams, colors, height=traj.height, width=traj.width,
+                                              cfg=shot_cfg, fisheye=traj.is_fisheye, uint8=True)
         out[start:end] = np.asarray(rendered)[: len(frames)]
         overflow[start:end] = np.asarray(over)[: len(frames)]
     return (out, overflow) if return_overflow else out
