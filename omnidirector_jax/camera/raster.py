@@ -318,18 +318,15 @@ def _line_weight(p: jax.Array, ax: dict, x: jax.Array, y: jax.Array) -> jax.Arra
 
 
 def _line_column(ax: dict, col: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """A 1-px line at major-axis columns ``col`` (U,) with per-unit axes: its three minor-axis rows (U, 3)
-    and their log-transmittance (U, 3) — the weights of :func:`_line_weight`, computed once per column."""
+    """A 1-px line at major-axis columns ``col`` (U,) with per-unit axes: its three minor-axis rows (3, U)
+    and their log-transmittance (3, U) — the weights of :func:`_line_weight`, computed once per column."""
     colf = col.astype(jnp.float32)
     centre = ax["min0"] + (colf - ax["maj0"]) * ax["m"]
     mid = jnp.floor(centre + 0.5)
     ramp, slope = _line_ramp(ax, colf), jnp.abs(ax["m"])
-    opacity = [_opacity(_aa_weight(slope, mid + k - centre) * ramp) for k in (-1.0, 0.0, 1.0)]
-    # Materialise the (U,) columns: fused into the (U, 3) consumer, XLA:CPU would evaluate the table lookups
-    # and logarithms element by element instead of in vector lanes.
-    opacity, mid = jax.lax.optimization_barrier((opacity, mid))
-    rows = mid.astype(jnp.int32)[:, None] + jnp.array([-1, 0, 1], jnp.int32)
-    return rows, jnp.stack(opacity, axis=1)
+    weight = jnp.stack([_aa_weight(slope, mid + k - centre) * ramp for k in (-1.0, 0.0, 1.0)])
+    rows = mid.astype(jnp.int32)[None, :] + jnp.array([-1, 0, 1], jnp.int32)[:, None]
+    return rows, _opacity(weight)
 
 
 def _fill_setup(p: jax.Array) -> dict:
@@ -389,9 +386,27 @@ def _capsule_weight(p: jax.Array, x: jax.Array, y: jax.Array, softness: float) -
     return jnp.minimum(jax.nn.softplus((p[..., _F["w"]] / 2.0 - d) / softness), _L_MAX)
 
 
+@jax.custom_jvp
 def _opacity(a: jax.Array) -> jax.Array:
-    """Coverage a ∈ [0, 1] → log-transmittance −log(1 − a), capped so full coverage stays finite."""
-    return -jnp.log1p(-jnp.clip(a, 0.0, _ALPHA_MAX))
+    """Coverage a ∈ [0, 1] → log-transmittance −log(1 − a), capped so full coverage stays finite.
+
+    The logarithm is spelled out (exponent from the float's bits, mantissa m ∈ [√½, √2) by the atanh series,
+    |error| < 1e-6): XLA:CPU calls a scalar log1p per element inside a fusion, this runs in vector lanes."""
+    x = 1.0 - jnp.clip(jnp.asarray(a, jnp.float32), 0.0, _ALPHA_MAX)
+    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+    exponent = (bits - 0x3F3504F3) >> 23  # 0x3F3504F3 = √½: the mantissa lands in [√½, √2)
+    m = jax.lax.bitcast_convert_type(bits - (exponent << 23), jnp.float32)
+    t = (m - 1.0) / (m + 1.0)
+    t2 = t * t
+    log_m = 2.0 * t * (1.0 + t2 * (1 / 3 + t2 * (1 / 5 + t2 * (1 / 7 + t2 / 9))))
+    return -(exponent.astype(jnp.float32) * math.log(2.0) + log_m)
+
+
+@_opacity.defjvp
+def _opacity_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    inside = (a > 0.0) & (a < _ALPHA_MAX)
+    return _opacity(a), jnp.where(inside, da / (1.0 - jnp.clip(a, 0.0, _ALPHA_MAX)), 0.0)
 
 
 def _kind_weight(kind: int, p: jax.Array, x: jax.Array, y: jax.Array, cfg: RasterConfig) -> jax.Array:
@@ -497,8 +512,9 @@ def _owners(prims: jax.Array, ps: _Pass, height: int, width: int) -> tuple[dict,
 
 def _unit_weights(u: dict, first: jax.Array, local: jax.Array, ps: _Pass,
                   cfg: RasterConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Pixels x, y (U, block) of units — number ``local`` (U,) of owners starting at column/row ``first`` —
-    and their log-transmittance."""
+    """Pixels x, y of units — number ``local`` (U,) of owners starting at column/row ``first`` — and their
+    log-transmittance: (U, _SPAN) for spans, else (block, U). XLA:CPU vectorises a fusion along its minor axis,
+    which pays where there is arithmetic per pixel (lines' logarithms); a span's pixels are a compare each."""
     if ps.kind == "spans":
         pieces = u["pieces"]
         row_in = jnp.floor((local.astype(jnp.float32) + 0.5) / pieces)  # exact: small integers
@@ -507,22 +523,22 @@ def _unit_weights(u: dict, first: jax.Array, local: jax.Array, ps: _Pass,
         lo, hi = _fill_row(u["fill"], y)
         lo = jnp.maximum(lo, 0.0)
         filled = hi >= lo  # else the row is empty (no active edge, or a span left of the image)
-        x = jnp.where(filled, lo + piece * _SPAN, 0.0).astype(jnp.int32)[:, None] + jnp.arange(_SPAN, dtype=jnp.int32)
+        x = jnp.where(filled, lo + piece * _SPAN, 0.0).astype(jnp.int32)[:, None] + jnp.arange(_SPAN)[None, :]
         inside = filled[:, None] & (x.astype(jnp.float32) <= hi[:, None])
         return x, jnp.broadcast_to(y.astype(jnp.int32)[:, None], x.shape), jnp.where(inside, _opacity(1.0), 0.0)
     ax = u["ax"]
     col = first + local
-    xm = ax["x_major"][:, None]
+    xm = ax["x_major"][None, :]
     if ps.kind == "lines":
         rows, opacity = _line_column(ax, col)
-        colb = jnp.broadcast_to(col[:, None], rows.shape)
+        colb = jnp.broadcast_to(col[None, :], rows.shape)
         return jnp.where(xm, colb, rows), jnp.where(xm, rows, colb), opacity
     k = jnp.arange(-ps.half, ps.half + 1, dtype=jnp.int32)
     along = jnp.clip(col.astype(jnp.float32), ax["maj0"], ax["maj1"])
-    rows = jnp.floor(ax["min0"] + (along - ax["maj0"]) * ax["m"] + 0.5).astype(jnp.int32)[:, None] + k[None]
-    colb = jnp.broadcast_to(col[:, None], rows.shape)
+    rows = jnp.floor(ax["min0"] + (along - ax["maj0"]) * ax["m"] + 0.5).astype(jnp.int32)[None, :] + k[:, None]
+    colb = jnp.broadcast_to(col[None, :], rows.shape)
     px, py = jnp.where(xm, colb, rows), jnp.where(xm, rows, colb)
-    return px, py, _capsule_weight(u["members"][:, None, :], px, py, cfg.smooth_softness)
+    return px, py, _capsule_weight(u["members"][None], px, py, cfg.smooth_softness)
 
 
 def _draw_units(acc: jax.Array, own: dict, ps: _Pass, first: jax.Array, count: jax.Array, ends: jax.Array,
@@ -534,9 +550,10 @@ def _draw_units(acc: jax.Array, own: dict, ps: _Pass, first: jax.Array, count: j
     px, py, total = _unit_weights(u, first[owner], sample - (ends[owner] - count[owner]), ps, cfg)
     # The index does not look at the weight (adding 0 is harmless) and the two quantities travel as one
     # complex number: XLA:CPU fuses the weight into each consumer element, so this computes it once per pixel.
-    ok = (sample < ends[-1])[:, None] & (px >= 0) & (px < width) & (py >= 0) & (py < height)
-    flat = jnp.where(ok, u["plane"][:, None] + (py * width + px) * 3 + u["family"][:, None], acc.shape[0])
-    vals = jax.lax.complex(total, total * u["fog"][:, None])
+    per_unit = (lambda v: v[:, None]) if ps.kind == "spans" else (lambda v: v[None, :])  # noqa: E731
+    ok = per_unit(sample < ends[-1]) & (px >= 0) & (px < width) & (py >= 0) & (py < height)
+    flat = jnp.where(ok, per_unit(u["plane"]) + (py * width + px) * 3 + per_unit(u["family"]), acc.shape[0])
+    vals = jax.lax.complex(total, total * per_unit(u["fog"]))
     return acc.at[flat.reshape(-1)].add(vals.reshape(-1), mode="drop")
 
 
