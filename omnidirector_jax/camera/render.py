@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
+import jax
 import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from omnidirector_jax.camera import raster
 from omnidirector_jax.camera.scene import DEFAULT_COLORS, GridConfig, Scene, build_scene
@@ -38,6 +42,40 @@ def fit_config(scene: dict, cams: dict, cfg: raster.RasterConfig, *, height: int
     return dataclasses.replace(cfg, max_segments=min(_bucket(seen, 64), n_segments))
 
 
+@functools.lru_cache(maxsize=64)
+def _sharded_renderer(devices: tuple, height: int, width: int, cfg: raster.RasterConfig, fisheye: bool,
+                      uint8: bool):
+    """``render_frames`` with frames split over ``devices`` (scene and colours replicated), compiled once."""
+    mesh = Mesh(np.array(devices), ("frames",))
+
+    def local(scene, cams, colors):
+        return raster.render_frames(scene, cams, colors, height=height, width=width, cfg=cfg, fisheye=fisheye,
+                                    uint8=uint8)
+
+    # check_vma=False: the rasterizer's loops start from fresh (unvarying) accumulators in every shard.
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("frames"), P()), out_specs=P("frames"),
+                                 check_vma=False))
+
+
+def render_frames_sharded(scene: dict, cams: dict, colors, *, height: int, width: int, cfg: raster.RasterConfig,
+                          fisheye: bool = False, uint8: bool = True, devices=None):
+    """:func:`raster.render_frames` with the frames split over ``devices`` (default: all local devices of the
+    default backend — on a CPU host split with ``--xla_force_host_platform_device_count``, its cores), each
+    device rendering its share in parallel. Frames are padded to a multiple of the device count; returns host
+    (NumPy) frames and overflow, cut back on the host (slicing the sharded result would copy it on device)."""
+    devices = tuple(jax.local_devices() if devices is None else devices)
+    n_frames = len(cams["shot"])
+    if len(devices) < 2 or n_frames < 2:
+        frames, overflow = raster.render_frames(scene, cams, colors, height=height, width=width, cfg=cfg,
+                                                fisheye=fisheye, uint8=uint8)
+        return np.asarray(frames), np.asarray(overflow)
+    total = -(-n_frames // len(devices)) * len(devices)
+    pick = np.minimum(np.arange(total), n_frames - 1)
+    fn = _sharded_renderer(devices, height, width, cfg, fisheye, uint8)
+    frames, overflow = fn(scene, {k: np.asarray(v)[pick] for k, v in cams.items()}, colors)
+    return np.asarray(frames)[:n_frames], np.asarray(overflow)[:n_frames]
+
+
 def render_grid(traj: Trajectory, *, grid: GridConfig = GridConfig(), cfg: raster.RasterConfig | None = None,
                 colors: np.ndarray | None = None, scene: Scene | None = None,
                 return_overflow: bool = False):
@@ -64,8 +102,8 @@ def render_grid(traj: Trajectory, *, grid: GridConfig = GridConfig(), cfg: raste
         padded = np.concatenate([frames, np.full(_bucket(len(frames), 8) - len(frames), end - 1)])
         shot_cams = {k: v[padded] for k, v in cams.items()}
         shot_cfg = fit_config(sub, shot_cams, cfg, height=traj.height, width=traj.width, fisheye=traj.is_fisheye)
-        rendered, over = raster.render_frames(sub, shot_cams, colors, height=traj.height, width=traj.width,
-                                              cfg=shot_cfg, fisheye=traj.is_fisheye, uint8=True)
+        rendered, over = render_frames_sharded(sub, shot_cams, colors, height=traj.height, width=traj.width,
+                                               cfg=shot_cfg, fisheye=traj.is_fisheye, uint8=True)
         out[start:end] = np.asarray(rendered)[: len(frames)]
         overflow[start:end] = np.asarray(over)[: len(frames)]
     return (out, overflow) if return_overflow else out

@@ -167,6 +167,21 @@ def test_compaction_and_frame_groups_change_nothing():
     assert int(np.asarray(over).max()) == 0
 
 
+def test_frames_split_over_devices_match_one_device():
+    from omnidirector_jax.camera.render import render_frames_sharded
+
+    traj = load_trajectory(f"{TRAJ_DIR}/dolly_in.json").resized(48, 80)
+    traj = Trajectory.create(traj.w2c[:11], traj.K[:11], height=48, width=80)  # 11 frames: padded per device
+    scene = build_scene(traj)
+    arrays, cams = scene_arrays(scene), camera_arrays(traj, scene)
+    cfg = raster.RasterConfig(max_segments=256)
+    assert len(jax.local_devices()) > 1  # the test session runs on 8 virtual CPU devices
+    one, _ = raster.render_frames(arrays, cams, DEFAULT_COLORS, height=48, width=80, cfg=cfg, uint8=True)
+    split, overflow = render_frames_sharded(arrays, cams, DEFAULT_COLORS, height=48, width=80, cfg=cfg)
+    assert split.shape == (11, 48, 80, 3) and overflow.shape == (11,)
+    np.testing.assert_array_equal(split, np.asarray(one))
+
+
 def _train_step_render(w2c, frame_shot, key, cfg, height=48, width=80):
     """What the train step does: jitter on device, build the room, random colours, rasterize."""
     scene = build_scene_jax(w2c, frame_shot, lattice=40, max_segments=1024)
