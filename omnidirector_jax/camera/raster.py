@@ -568,18 +568,22 @@ def candidate_counts(prims: jax.Array, height: int, width: int, cfg: RasterConfi
                               for ps in _passes(width, cfg)]))
 
 
-def _raster_scatter(prims: jax.Array, height: int, width: int, cfg: RasterConfig) -> tuple[jax.Array, jax.Array]:
+def _raster_scatter(prims: jax.Array, height: int, width: int, cfg: RasterConfig,
+                    scratch: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Accumulators (B, H, W, 3 families) complex L + iG of B frames' primitives (B, N, _NF), and overflow (B,).
 
     The B frames share each pass's enumeration: their owners are laid out one after the other, so a chunk
     can span frames and the fixed cost of a step (owner search, gathers, scatter) is paid once for all.
     With ``cfg.pixel_budget`` (per frame) each pass runs a static number of chunks (``fori_loop``:
     reverse-differentiable) and candidate pixels past the budget are dropped and counted as overflow; without
-    it a ``while_loop`` runs until every unit is drawn (exact, forward-only).
+    it a ``while_loop`` runs until every unit is drawn (exact, forward-only). ``scratch`` (see
+    :func:`frame_scratch`) is the accumulators' memory from the previous group, cleared and reused.
     """
     n_frames = prims.shape[0]
     plane = height * width * 3
     acc = jnp.zeros((n_frames * plane,), jnp.complex64)
+    if scratch is not None and scratch.shape != acc.shape:
+        raise ValueError(f"scratch of shape {scratch.shape} does not fit {n_frames} frames of {height}x{width}")
     overflow = jnp.zeros((n_frames,), jnp.int32)
     for ps in _passes(width, cfg):
         own, first, count = jax.vmap(lambda p, ps=ps: _owners(p, ps, height, width))(prims)
@@ -651,7 +655,7 @@ def _compact(seg: dict, size: int) -> tuple[dict, jax.Array]:
     """The first ``size`` visible segments, in drawing order, and how many visible ones did not fit."""
     n_visible = seg["keep"].sum()
     idx = jnp.nonzero(seg["keep"], size=size, fill_value=0)[0]
-    out = {k: v[idx] for k, v in seg.items()}
+    out = {k: jnp.asarray(v)[idx] for k, v in seg.items()}
     out["keep"] = out["keep"] & (jnp.arange(size) < n_visible)
     return out, jnp.maximum(n_visible - size, 0).astype(jnp.int32)
 
@@ -680,20 +684,53 @@ def visible_segments(scene: dict, cameras: dict, *, height: int, width: int, cfg
 
 
 def render_group(scene: dict, cameras: dict, colors: jax.Array, height: int, width: int, cfg: RasterConfig,
-                 fisheye: bool, uint8: bool = False) -> tuple[jax.Array, jax.Array]:
-    """B frames (cameras with a leading axis B) → (RGB (B, H, W, 3) float32 in [0, 1] or uint8, overflow (B,)).
+                 fisheye: bool, uint8: bool = False, scratch: jax.Array | None = None):
+    """B frames (cameras with a leading axis B) → RGB (B, H, W, 3) float32 in [0, 1] or uint8, overflow (B,),
+    and the accumulators (the scratch memory of the next group; ``scratch`` when there are none).
 
     Cut frames are pure white. The scatter method draws the B frames in one enumeration (see
     :func:`_raster_scatter`); the tiled method maps over them."""
     prims, dropped = jax.vmap(lambda cam: _frame_primitives(scene, cam, height, width, cfg, fisheye))(cameras)
     if cfg.method == "scatter":
-        acc, overflow = _raster_scatter(prims, height, width, cfg)
+        acc, overflow = _raster_scatter(prims, height, width, cfg, scratch)
+        scratch = acc.reshape(-1)
     else:
         acc, overflow = jax.lax.map(lambda p: _raster_tiled(p, height, width, cfg), prims)
     overflow = overflow + dropped
     img = jax.vmap(_composite, (0, None))(acc, colors)
     img = jnp.where(cameras["shot"][:, None, None, None] < 0, 1.0, img)
-    return (to_uint8(img) if uint8 else img), overflow
+    return (to_uint8(img) if uint8 else img), overflow, scratch
+
+
+def frame_scratch(height: int, width: int, cfg: RasterConfig = RasterConfig()) -> jax.Array:
+    """Accumulator memory for :func:`render_frames_into` (frame_batch·H·W·3 complex64; empty for 'tiled')."""
+    size = cfg.frame_batch * height * width * 3 if cfg.method == "scatter" else 0
+    return jnp.zeros((size,), jnp.complex64)
+
+
+def _render(scene: dict, cameras: dict, colors: jax.Array, out: jax.Array, scratch: jax.Array, height: int,
+            width: int, cfg: RasterConfig, fisheye: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Frames of ``cameras`` written into ``out`` (T, H, W, 3) group by group; the accumulators live in
+    ``scratch`` across groups, so a call allocates (and page-faults in) no frame-sized memory of its own."""
+    n_frames = cameras["shot"].shape[0]
+    group = min(cfg.frame_batch, n_frames)
+    n_groups = -(-n_frames // group)
+    index = jnp.minimum(jnp.arange(n_groups * group), n_frames - 1).reshape(n_groups, group)
+    if cfg.method == "scatter" and scratch.shape[0] != group * height * width * 3:
+        scratch = jnp.zeros((group * height * width * 3,), jnp.complex64)  # fewer frames than frame_batch
+
+    def body(g, carry):
+        out, overflow, scratch = carry
+        idx = index[g]
+        frames, over, scratch = render_group(scene, jax.tree.map(lambda x: x[idx], cameras), colors, height,
+                                             width, cfg, fisheye, out.dtype == jnp.uint8,
+                                             scratch if cfg.method == "scatter" else None)
+        for b in range(group):  # a padded group's extra copies of the last frame rewrite it with the same image
+            out = jax.lax.dynamic_update_index_in_dim(out, frames[b].astype(out.dtype), idx[b], 0)
+        return out, overflow.at[idx].set(over), (scratch if cfg.method == "scatter" else carry[2])
+
+    overflow = jnp.zeros((n_frames,), jnp.int32)
+    return jax.lax.fori_loop(0, n_groups, body, (out, overflow, scratch))
 
 
 @partial(jax.jit, static_argnames=("height", "width", "cfg", "fisheye"))
@@ -726,11 +763,18 @@ def render_frames(scene: dict, cameras: dict, colors: jax.Array, *, height: int,
     segments beyond ``max_segments``; 0 when the frame is exact.
     """
     n_frames = cameras["shot"].shape[0]
-    group = min(cfg.frame_batch, n_frames)
-    n_groups = -(-n_frames // group)
-    # Pad with copies of the last frame to whole groups; the copies are dropped below.
-    pick = jnp.minimum(jnp.arange(n_groups * group), n_frames - 1).reshape(n_groups, group)
-    frames, overflow = jax.lax.map(
-        lambda cams: render_group(scene, cams, colors, height, width, cfg, fisheye, uint8),
-        jax.tree.map(lambda x: x[pick], cameras))
-    return frames.reshape((-1,) + frames.shape[2:])[:n_frames], overflow.reshape(-1)[:n_frames]
+    out = jnp.zeros((n_frames, height, width, 3), jnp.uint8 if uint8 else jnp.float32)
+    frames, overflow, _ = _render(scene, cameras, colors, out, frame_scratch(height, width, cfg), height, width,
+                                  cfg, fisheye)
+    return frames, overflow
+
+
+@partial(jax.jit, static_argnames=("height", "width", "cfg", "fisheye"), donate_argnames=("out", "scratch"))
+def render_frames_into(scene: dict, cameras: dict, colors: jax.Array, out: jax.Array, scratch: jax.Array, *,
+                       height: int, width: int, cfg: RasterConfig = RasterConfig(),
+                       fisheye: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """:func:`render_frames` into donated memory: ``out`` (T, H, W, 3) uint8 or float32 and ``scratch``
+    (:func:`frame_scratch`) → (frames, overflow, scratch). Pass the returned frames and scratch back in on
+    the next call (after reading the frames): repeated rendering then reuses its memory instead of mapping
+    fresh pages every call, which on CPU costs about as much as drawing."""
+    return _render(scene, cameras, colors, out, scratch, height, width, cfg, fisheye)

@@ -162,6 +162,14 @@ def test_compaction_and_frame_groups_change_nothing():
         got, got_over = render(**kw)
         np.testing.assert_array_equal(np.asarray(got), np.asarray(full))
         assert int(np.asarray(got_over).max()) == 0
+    # Into donated memory, reused across calls (the second call gets the first one's buffers back).
+    cfg = raster.RasterConfig(max_segments=int(seen.max()), frame_batch=2)  # 2 frames per group, one padded
+    out, scratch = jnp.zeros_like(full), raster.frame_scratch(72, 128, cfg)
+    for _ in range(2):
+        out, into_over, scratch = raster.render_frames_into(arrays, cams, DEFAULT_COLORS, out, scratch,
+                                                            height=72, width=128, cfg=cfg)
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(full))
+        assert int(np.asarray(into_over).max()) == 0
     cut, cut_over = render(max_segments=int(seen.max()) - 5)  # too few: the rest is counted, not hidden
     np.testing.assert_array_equal(np.asarray(cut_over), np.maximum(seen - (seen.max() - 5), 0))
     assert int(np.asarray(over).max()) == 0
