@@ -175,6 +175,26 @@ def test_compaction_and_frame_groups_change_nothing():
     assert int(np.asarray(over).max()) == 0
 
 
+def test_pixel_budget_from_required_budget_is_exact_and_a_smaller_one_reports_overflow():
+    traj = load_trajectory(f"{TRAJ_DIR}/three_shots.json").resized(60, 104)
+    traj = Trajectory.create(traj.w2c[::6], traj.K[::6], height=60, width=104)
+    scene = build_scene(traj)
+    arrays, cams = scene_arrays(scene), camera_arrays(traj, scene)
+    need = np.asarray(raster.required_budget(arrays, cams, height=60, width=104))
+    assert need.max() > 0
+
+    def render(budget):
+        return raster.render_frames(arrays, cams, DEFAULT_COLORS, height=60, width=104, uint8=True,
+                                    cfg=raster.RasterConfig(pixel_budget=budget, chunk=1 << 10))
+
+    exact, _ = render(None)
+    fitted, over = render(int(need.max()))
+    np.testing.assert_array_equal(np.asarray(fitted), np.asarray(exact))
+    assert int(np.asarray(over).max()) == 0
+    _, over = render(int(need.max()) // 4)
+    assert int(np.asarray(over).max()) > 0
+
+
 def test_frames_split_over_devices_match_one_device():
     from omnidirector_jax.camera.render import render_frames_sharded
 
