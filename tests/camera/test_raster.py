@@ -145,11 +145,16 @@ def test_scatter_passes_equal_the_per_pixel_formulas(thickness):
     np.testing.assert_allclose(np.asarray(acc[0].real), dense, atol=1e-3)
 
 
-def test_compaction_and_frame_groups_change_nothing():
-    traj = load_trajectory(f"{TRAJ_DIR}/orbit_arc.json").resized(72, 128)
-    traj = Trajectory.create(traj.w2c[::10], traj.K[::10], height=72, width=128)
+def _subsampled(name, height, width, step):
+    """A sample trajectory every ``step`` frames at ``height``×``width``: its scene and rasterizer inputs."""
+    traj = load_trajectory(f"{TRAJ_DIR}/{name}.json").resized(height, width)
+    traj = Trajectory.create(traj.w2c[::step], traj.K[::step], height=height, width=width)
     scene = build_scene(traj)
-    arrays, cams = scene_arrays(scene), camera_arrays(traj, scene)
+    return scene, scene_arrays(scene), camera_arrays(traj, scene)
+
+
+def test_compaction_and_frame_groups_change_nothing():
+    scene, arrays, cams = _subsampled("orbit_arc", 72, 128, 10)
     seen = np.asarray(raster.visible_segments(arrays, cams, height=72, width=128))
     assert 0 < seen.max() < scene.num_valid
 
@@ -176,10 +181,7 @@ def test_compaction_and_frame_groups_change_nothing():
 
 
 def test_pixel_budget_from_required_budget_is_exact_and_a_smaller_one_reports_overflow():
-    traj = load_trajectory(f"{TRAJ_DIR}/three_shots.json").resized(60, 104)
-    traj = Trajectory.create(traj.w2c[::6], traj.K[::6], height=60, width=104)
-    scene = build_scene(traj)
-    arrays, cams = scene_arrays(scene), camera_arrays(traj, scene)
+    _, arrays, cams = _subsampled("three_shots", 60, 104, 6)
     need = np.asarray(raster.required_budget(arrays, cams, height=60, width=104))
     assert need.max() > 0
 
