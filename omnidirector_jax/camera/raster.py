@@ -575,21 +575,45 @@ def _unit_weights(u: dict, first: jax.Array, local: jax.Array, ps: _Pass,
     return px, py, _capsule_weight(u["members"][None], px, py, cfg.smooth_softness)
 
 
-def _draw_units(acc: jax.Array, own: dict, ps: _Pass, first: jax.Array, count: jax.Array, ends: jax.Array,
-                start: jax.Array, n_units: int, height: int, width: int, cfg: RasterConfig) -> jax.Array:
-    """Add units [start, start + n_units) of a pass into ``acc`` (B·H·W·3,) complex."""
+def _pack_owners(own: dict) -> tuple[jax.Array, jax.Array, object]:
+    """Per-owner data (a dict of (N, ...) arrays) as two row tables, float32 (N, Kf) and int32 (N, Ki) (integers
+    and booleans stay exact), and the function that turns gathered rows back into the dict. A chunk then gathers
+    two rows per unit: one XLA:CPU operation each, where a gather per field costs an operation per field."""
+    leaves, treedef = jax.tree.flatten(own)
+    is_float = [jnp.issubdtype(x.dtype, jnp.floating) for x in leaves]
+    flat = [x.reshape(x.shape[0], -1) for x in leaves]
+    floats = jnp.concatenate([x for x, f in zip(flat, is_float, strict=True) if f], -1)
+    ints = jnp.concatenate([x.astype(jnp.int32) for x, f in zip(flat, is_float, strict=True) if not f], -1)
+
+    def unpack(float_rows: jax.Array, int_rows: jax.Array) -> dict:
+        out, at = [], {True: 0, False: 0}
+        for x, f, col in zip(leaves, is_float, flat, strict=True):
+            rows = float_rows if f else int_rows
+            part = rows[:, at[f]:at[f] + col.shape[1]].reshape((rows.shape[0],) + x.shape[1:])
+            at[f] += col.shape[1]
+            out.append(part if f else part.astype(x.dtype))
+        return jax.tree.unflatten(treedef, out)
+
+    return floats, ints, unpack
+
+
+def _draw_units(acc: jax.Array, tables: tuple, unpack, ps: _Pass, ends: jax.Array, start: jax.Array,
+                n_units: int, height: int, width: int, cfg: RasterConfig) -> jax.Array:
+    """Add units [start, start + n_units) of a pass into ``acc`` (B·H·W·3,) complex; ``tables`` and ``unpack``
+    from :func:`_pack_owners` (the owner data plus each owner's first column/row, first unit and frame)."""
     sample = start + jnp.arange(n_units, dtype=jnp.int32)
     # A unit's owner is the number of owners that end at or before it: mark each owner's end at its place in
     # the chunk (the earlier ones at 0) and sum up. One scatter and one scan instead of a binary search.
     marks = jnp.zeros((n_units,), jnp.int32).at[jnp.clip(ends - start, 0, n_units)].add(1, mode="drop")
-    owner = jnp.minimum(jnp.cumsum(marks), count.shape[0] - 1)
-    u = jax.tree.map(lambda x: x[owner], own)
-    px, py, total = _unit_weights(u, first[owner], sample - (ends[owner] - count[owner]), ps, cfg)
+    owner = jnp.minimum(jnp.cumsum(marks), ends.shape[0] - 1)
+    u = unpack(*(t[owner] for t in tables))
+    px, py, total = _unit_weights(u, u["first"], sample - u["unit0"], ps, cfg)
     # The index does not look at the weight (adding 0 is harmless) and the two quantities travel as one
     # complex number: XLA:CPU fuses the weight into each consumer element, so this computes it once per pixel.
     per_unit = (lambda v: v[:, None]) if ps.kind == "spans" else (lambda v: v[None, :])  # noqa: E731
     ok = per_unit(sample < ends[-1]) & (px >= 0) & (px < width) & (py >= 0) & (py < height)
-    flat = jnp.where(ok, per_unit(u["plane"]) + (py * width + px) * 3 + per_unit(u["family"]), acc.shape[0])
+    pixel = per_unit(u["frame"]) * (height * width) + py * width + px
+    flat = jnp.where(ok, pixel * 3 + per_unit(u["family"]), acc.shape[0])
     vals = jax.lax.complex(total, total * per_unit(u["fog"]))
     return acc.at[flat.reshape(-1)].add(vals.reshape(-1), mode="drop")
 
@@ -621,13 +645,15 @@ def _raster_scatter(prims: jax.Array, height: int, width: int, cfg: RasterConfig
         own, first, count = jax.vmap(lambda p, ps=ps: _owners(p, ps, height, width))(prims)
         per_frame = count.shape[1]
         own = jax.tree.map(lambda x, n=per_frame: x.reshape((n_frames * n,) + x.shape[2:]), own)
-        own["plane"] = jnp.repeat(jnp.arange(n_frames, dtype=jnp.int32) * plane, per_frame)
         first, count = first.reshape(-1), count.reshape(-1)
         ends = jnp.cumsum(count)
+        own |= {"frame": jnp.repeat(jnp.arange(n_frames, dtype=jnp.int32), per_frame), "first": first,
+                "unit0": ends - count}
+        *tables, unpack = _pack_owners(own)
         step = max(1, cfg.chunk // ps.block)
 
-        def draw(i, a, ps=ps, own=own, first=first, count=count, ends=ends, step=step):
-            return _draw_units(a, own, ps, first, count, ends, i * step, step, height, width, cfg)
+        def draw(i, a, ps=ps, tables=tuple(tables), unpack=unpack, ends=ends, step=step):
+            return _draw_units(a, tables, unpack, ps, ends, i * step, step, height, width, cfg)
 
         if cfg.pixel_budget:
             n_chunks = math.ceil(math.ceil(n_frames * int(cfg.pixel_budget) / ps.block) / step)
