@@ -153,9 +153,12 @@ def frame_segments(scene: dict, w2c: jax.Array, K: jax.Array, dist: jax.Array | 
                    spacing: jax.Array, view: jax.Array, height: int, width: int, cfg: RasterConfig) -> dict:
     """Visible 2D segments of one frame (fixed size S·pieces), with their family, fog, width and mask."""
     rot, trans = w2c[:3, :3], w2c[:3, 3]
-    cam = jnp.einsum("ij,skj->ski", rot, scene["segments"]) + trans  # (S, 2, 3)
-    mid = cam.mean(axis=1)
-    mid_dist = jnp.linalg.norm(mid, axis=-1)
+    # Spelled out, not einsum or a sum: XLA:CPU hands either to a library call that costs more than the arithmetic.
+    seg = scene["segments"]
+    cam = seg[..., 0, None] * rot[:, 0] + seg[..., 1, None] * rot[:, 1] + seg[..., 2, None] * rot[:, 2] + trans
+
+    mid = (cam[:, 0] + cam[:, 1]) * 0.5
+    mid_dist = jnp.sqrt(mid[:, 0] ** 2 + mid[:, 1] ** 2 + mid[:, 2] ** 2)
     fog = jnp.clip(1.0 - mid_dist / view, 0.0, 1.0)
     keep = (scene["valid"] & (scene["shot"] == shot) & (mid[:, 2] > -jnp.maximum(spacing, 1.0))
             & (mid_dist < view) & (fog >= cfg.fog_cutoff))
@@ -760,10 +763,14 @@ def render_group(scene: dict, cameras: dict, colors: jax.Array, height: int, wid
     return (to_uint8(img) if uint8 else img), overflow, scratch
 
 
+def scratch_size(height: int, width: int, cfg: RasterConfig = RasterConfig()) -> int:
+    """Length of :func:`frame_scratch`: frame_batch·H·W·3 (0 for 'tiled')."""
+    return cfg.frame_batch * height * width * 3 if cfg.method == "scatter" else 0
+
+
 def frame_scratch(height: int, width: int, cfg: RasterConfig = RasterConfig()) -> jax.Array:
-    """Accumulator memory for :func:`render_frames_into` (frame_batch·H·W·3 complex64; empty for 'tiled')."""
-    size = cfg.frame_batch * height * width * 3 if cfg.method == "scatter" else 0
-    return jnp.zeros((size,), jnp.complex64)
+    """Accumulator memory for :func:`render_frames_into` (complex64 zeros of :func:`scratch_size`)."""
+    return jnp.zeros((scratch_size(height, width, cfg),), jnp.complex64)
 
 
 def _render(scene: dict, cameras: dict, colors: jax.Array, out: jax.Array, scratch: jax.Array, height: int,

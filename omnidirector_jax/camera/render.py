@@ -7,8 +7,9 @@ import functools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from omnidirector_jax.camera import raster
@@ -32,48 +33,106 @@ def _bucket(n: int, floor: int) -> int:
 
 
 def fit_config(scene: dict, cams: dict, cfg: raster.RasterConfig, *, height: int, width: int,
-               fisheye: bool = False) -> raster.RasterConfig:
+               fisheye: bool = False, devices=None) -> raster.RasterConfig:
     """``cfg`` with ``max_segments`` set (when it is None) to the most segments any frame sees, rounded up to a
-    power of two: a cheap culling pre-pass that lets the rasterizer skip the rest of the room."""
+    power of two: a cheap culling pre-pass that lets the rasterizer skip the rest of the room. The pre-pass
+    splits the frames over ``devices`` like :func:`render_frames_sharded` (default: all local devices)."""
     if cfg.max_segments is not None:
         return cfg
-    seen = int(np.max(raster.visible_segments(scene, cams, height=height, width=width, cfg=cfg, fisheye=fisheye)))
+    devices = tuple(jax.local_devices() if devices is None else devices)
+    n_frames = len(cams["shot"])
+    if len(devices) < 2 or n_frames < len(devices):
+        seen = raster.visible_segments(scene, cams, height=height, width=width, cfg=cfg, fisheye=fisheye)
+    else:
+        fn = _sharded_visible(devices, height, width, cfg, fisheye)
+        seen = fn(scene, {k: np.asarray(v)[_padded(n_frames, len(devices))] for k, v in cams.items()})
     n_segments = len(scene["valid"]) * (cfg.fisheye_pieces if fisheye else 1)
-    return dataclasses.replace(cfg, max_segments=min(_bucket(seen, 64), n_segments))
+    return dataclasses.replace(cfg, max_segments=min(_bucket(int(np.max(seen)), 64), n_segments))
+
+
+def _padded(n_frames: int, n_devices: int) -> np.ndarray:
+    """Frame indices padded (with the last frame) to a multiple of the device count."""
+    return np.minimum(np.arange(-(-n_frames // n_devices) * n_devices), n_frames - 1)
 
 
 @functools.lru_cache(maxsize=64)
-def _sharded_renderer(devices: tuple, height: int, width: int, cfg: raster.RasterConfig, fisheye: bool,
-                      uint8: bool):
-    """``render_frames`` with frames split over ``devices`` (scene and colours replicated), compiled once."""
+def _sharded_visible(devices: tuple, height: int, width: int, cfg: raster.RasterConfig, fisheye: bool):
     mesh = Mesh(np.array(devices), ("frames",))
 
-    def local(scene, cams, colors):
-        return raster.render_frames(scene, cams, colors, height=height, width=width, cfg=cfg, fisheye=fisheye,
-                                    uint8=uint8)
+    def local(scene, cams):
+        return raster.visible_segments(scene, cams, height=height, width=width, cfg=cfg, fisheye=fisheye)
+
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("frames")), out_specs=P("frames")))
+
+
+@functools.lru_cache(maxsize=64)
+def _sharded_renderer(devices: tuple, height: int, width: int, cfg: raster.RasterConfig, fisheye: bool):
+    """:func:`raster.render_frames_into` with frames split over ``devices`` (scene and colours replicated; each
+    device has its own frames and scratch memory, both donated), compiled once."""
+    mesh = Mesh(np.array(devices), ("frames",))
+
+    def local(scene, cams, colors, out, scratch):
+        frames, overflow, scratch = raster.render_frames_into(scene, cams, colors, out, scratch[0], height=height,
+                                                              width=width, cfg=cfg, fisheye=fisheye)
+        return frames, overflow, scratch[None]
 
     # check_vma=False: the rasterizer's loops start from fresh (unvarying) accumulators in every shard.
-    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("frames"), P()), out_specs=P("frames"),
-                                 check_vma=False))
+    split = P("frames")
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), split, P(), split, split),
+                                 out_specs=(split, split, split), check_vma=False), donate_argnums=(3, 4))
+
+
+# Device memory of the last few frame shapes, handed back to the renderer on the next call of the same shape:
+# on CPU, fresh frame-sized buffers cost page faults on every call (about as much as drawing the frames).
+_BUFFERS: dict = {}
+_MAX_BUFFERS = 2
+
+
+def _take_buffers(key: tuple, make):
+    buffers = _BUFFERS.pop(key, None)
+    return buffers if buffers is not None else make()
+
+
+def _keep_buffers(key: tuple, buffers) -> None:
+    _BUFFERS[key] = buffers
+    while len(_BUFFERS) > _MAX_BUFFERS:
+        _BUFFERS.pop(next(iter(_BUFFERS)))
 
 
 def render_frames_sharded(scene: dict, cams: dict, colors, *, height: int, width: int, cfg: raster.RasterConfig,
                           fisheye: bool = False, uint8: bool = True, devices=None):
     """:func:`raster.render_frames` with the frames split over ``devices`` (default: all local devices of the
     default backend — on a CPU host split with ``--xla_force_host_platform_device_count``, its cores), each
-    device rendering its share in parallel. Frames are padded to a multiple of the device count; returns host
-    (NumPy) frames and overflow, cut back on the host (slicing the sharded result would copy it on device)."""
+    device rendering its share in parallel. Frames are padded to a multiple of the device count. Returns host
+    (NumPy) frames and overflow; the device memory is kept for the next call of the same shape."""
     devices = tuple(jax.local_devices() if devices is None else devices)
     n_frames = len(cams["shot"])
-    if len(devices) < 2 or n_frames < 2:
-        frames, overflow = raster.render_frames(scene, cams, colors, height=height, width=width, cfg=cfg,
-                                                fisheye=fisheye, uint8=uint8)
-        return np.asarray(frames), np.asarray(overflow)
-    total = -(-n_frames // len(devices)) * len(devices)
-    pick = np.minimum(np.arange(total), n_frames - 1)
-    fn = _sharded_renderer(devices, height, width, cfg, fisheye, uint8)
-    frames, overflow = fn(scene, {k: np.asarray(v)[pick] for k, v in cams.items()}, colors)
-    return np.asarray(frames)[:n_frames], np.asarray(overflow)[:n_frames]
+    n_dev = len(devices) if n_frames >= 2 else 1
+    pick = _padded(n_frames, n_dev)
+    dtype = jnp.uint8 if uint8 else jnp.float32
+    scratch_size = raster.scratch_size(height, width, cfg)
+    key = (devices[:n_dev], len(pick), height, width, np.dtype(dtype).name, scratch_size)
+
+    def make():
+        out = jnp.zeros((len(pick), height, width, 3), dtype)
+        scratch = jnp.zeros((n_dev, scratch_size), jnp.complex64)
+        if n_dev == 1:
+            return jax.device_put(out, devices[0]), jax.device_put(scratch, devices[0])
+        sharding = NamedSharding(Mesh(np.array(devices), ("frames",)), P("frames"))
+        return jax.device_put(out, sharding), jax.device_put(scratch, sharding)
+
+    out, scratch = _take_buffers(key, make)
+    cams = {k: np.asarray(v)[pick] for k, v in cams.items()}
+    if n_dev == 1:
+        frames, overflow, scratch = raster.render_frames_into(scene, cams, colors, out, scratch[0], height=height,
+                                                              width=width, cfg=cfg, fisheye=fisheye)
+        scratch = scratch[None]
+    else:
+        frames, overflow, scratch = _sharded_renderer(devices, height, width, cfg, fisheye)(scene, cams, colors,
+                                                                                            out, scratch)
+    host = np.asarray(frames)[:n_frames], np.asarray(overflow)[:n_frames]
+    _keep_buffers(key, (frames, scratch))
+    return host
 
 
 def render_grid(traj: Trajectory, *, grid: GridConfig = GridConfig(), cfg: raster.RasterConfig | None = None,
