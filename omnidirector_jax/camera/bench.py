@@ -43,9 +43,10 @@ def run_raster_bench(num_frames: int = 49, repeats: int = 5) -> list[dict]:
     """One row per (scene, size) with frames/s of the JAX rasterizer three ways — on one device into reused
     (donated) memory, the steady state of a pipeline that renders batch after batch; on one device into fresh
     memory each call; and, where the host exposes several devices (the CLI splits a CPU into its cores), with
-    frames split over all of them — against the OpenCV reference (single-threaded, as written), timed
-    interleaved in the same run; with compile seconds and peak memory. JAX times include the culling pre-pass
-    that sizes ``max_segments`` (as ``render_grid`` does)."""
+    frames split over all of them as ``render_grid`` does (kept device memory, frames returned as NumPy) —
+    against the OpenCV reference (single-threaded, as written), timed interleaved in the same run; with compile
+    seconds and peak memory. JAX times include the culling pre-pass that sizes ``max_segments`` (as
+    ``render_grid`` does)."""
     rows = []
     devices = jax.local_devices()
     for name, traj in bench_trajectories(num_frames).items():

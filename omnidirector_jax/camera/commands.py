@@ -159,7 +159,8 @@ def bench_raster_command(frames, repeats, as_json):
                    f"{r['opencv_fps']:>11.1f}{r['jax_compile_s']:>10.2f}{r['jax_peak_mb']:>8.1f}{r['opencv_peak_mb']:>7.1f}")
     click.echo(f"ratio = JAX fps / OpenCV fps. jax: one {rows[0]['device'] if rows else '?'} device, rendering into "
                f"reused (donated) memory; fresh: new output memory each call; x{n_dev}: frames split over {n_dev} "
-               "host devices. OpenCV: the single-threaded reference renderer.")
+               "host devices (render_grid's path: kept device memory, frames copied to NumPy). OpenCV: the "
+               "single-threaded reference renderer.")
 
 
 COMMANDS += [render_grid_command, demo_command]
