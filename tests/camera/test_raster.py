@@ -198,7 +198,7 @@ def test_pixel_budget_from_required_budget_is_exact_and_a_smaller_one_reports_ov
 
 
 def test_frames_split_over_devices_match_one_device():
-    from omnidirector_jax.camera.render import render_frames_sharded
+    from omnidirector_jax.camera.render import fit_config, render_frames_sharded
 
     traj = load_trajectory(f"{TRAJ_DIR}/dolly_in.json").resized(48, 80)
     traj = Trajectory.create(traj.w2c[:11], traj.K[:11], height=48, width=80)  # 11 frames: padded per device
@@ -210,6 +210,20 @@ def test_frames_split_over_devices_match_one_device():
     split, overflow = render_frames_sharded(arrays, cams, DEFAULT_COLORS, height=48, width=80, cfg=cfg)
     assert split.shape == (11, 48, 80, 3) and overflow.shape == (11,)
     np.testing.assert_array_equal(split, np.asarray(one))
+    # Later calls render into the device memory the earlier ones kept: other frames in between, on one device
+    # and on all, then the first frames again — each result is that call's own and stays intact after the next.
+    rev = {k: v[::-1] for k, v in cams.items()}
+    first_rev, _ = render_frames_sharded(arrays, rev, DEFAULT_COLORS, height=48, width=80, cfg=cfg)
+    single, _ = render_frames_sharded(arrays, cams, DEFAULT_COLORS, height=48, width=80, cfg=cfg,
+                                      devices=jax.local_devices()[:1])
+    again, _ = render_frames_sharded(arrays, cams, DEFAULT_COLORS, height=48, width=80, cfg=cfg)
+    np.testing.assert_array_equal(first_rev, np.asarray(one)[::-1])
+    np.testing.assert_array_equal(single, np.asarray(one))
+    np.testing.assert_array_equal(again, np.asarray(one))
+    # The culling pre-pass split over the devices sizes max_segments like the one-device pre-pass.
+    base = raster.RasterConfig()
+    assert (fit_config(arrays, cams, base, height=48, width=80)
+            == fit_config(arrays, cams, base, height=48, width=80, devices=jax.local_devices()[:1]))
 
 
 def _train_step_render(w2c, frame_shot, key, cfg, height=48, width=80):
