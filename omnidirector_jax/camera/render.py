@@ -135,37 +135,58 @@ def render_frames_sharded(scene: dict, cams: dict, colors, *, height: int, width
     return host
 
 
+# Frames per rasterizer call in render_grid: a shot's frames go 64 at a time, its last piece rounded up to a
+# multiple of 16. With one segment count and one max_segments for all shots, a trajectory of any length and
+# any number of shots needs at most four compiled programs (compiling dominated multi-shot videos otherwise).
+_PIECE, _PIECE_STEP = 64, 16
+
+
+def _shot_pieces(start: int, end: int) -> list[np.ndarray]:
+    """A shot's frame indices in pieces of _PIECE (the last rounded up to _PIECE_STEP, padded with its last frame)."""
+    pieces = []
+    for first in range(start, end, _PIECE):
+        frames = np.arange(first, min(first + _PIECE, end))
+        size = -(-len(frames) // _PIECE_STEP) * _PIECE_STEP
+        pieces.append(np.concatenate([frames, np.full(size - len(frames), frames[-1])]))
+    return pieces
+
+
 def render_grid(traj: Trajectory, *, grid: GridConfig = GridConfig(), cfg: raster.RasterConfig | None = None,
                 colors: np.ndarray | None = None, scene: Scene | None = None,
                 return_overflow: bool = False):
     """Render the camera grid of ``traj`` at its own size → (T, H, W, 3) uint8 (JAX rasterizer).
 
-    Shots are rendered one at a time against their own room only (a long multi-shot video would otherwise
-    cull every shot's segments in every frame); segment and frame counts are padded to powers of two so
-    shots of similar size share one compiled program. Use ``traj.resized(h, w)`` for another size.
-    Dolly-zoom overlays are added by :func:`render_trajectory`, not here.
+    Shots are rendered against their own room only (a long multi-shot video would otherwise cull every shot's
+    segments in every frame), in pieces of at most 64 frames; every shot's room is padded to one segment count
+    and one ``max_segments`` (the most any frame sees) serves all pieces, so the whole trajectory compiles a
+    few programs. Use ``traj.resized(h, w)`` for another size. Dolly-zoom overlays are added by
+    :func:`render_trajectory`, not here.
     """
     cfg = cfg or raster.RasterConfig()
     scene = scene or build_scene(traj, grid)
     colors = DEFAULT_COLORS if colors is None else np.asarray(colors, np.float32)
     cams = camera_arrays(traj, scene)
+    kw = {"height": traj.height, "width": traj.width, "fisheye": traj.is_fisheye}
     out = np.full((traj.num_frames, traj.height, traj.width, 3), 255, np.uint8)  # cut frames stay white
     overflow = np.zeros(traj.num_frames, np.int64)
-    for shot, (start, end) in enumerate(traj.shots()):
-        keep = np.flatnonzero(scene.valid & (scene.shot == shot))
-        size = _bucket(len(keep), 256)
+    shots = traj.shots()
+    keeps = [np.flatnonzero(scene.valid & (scene.shot == shot)) for shot in range(len(shots))]
+    size = _bucket(max((len(k) for k in keeps), default=1), 256)
+    work = []  # (room, cameras, frame indices) of every piece
+    for keep, (start, end) in zip(keeps, shots, strict=True):
         pick = np.concatenate([keep, np.zeros(size - len(keep), np.int64)])
-        sub = {"segments": scene.segments[pick], "family": scene.family[pick], "shot": scene.shot[pick],
-               "valid": np.arange(size) < len(keep)}
-        frames = np.arange(start, end)
-        padded = np.concatenate([frames, np.full(_bucket(len(frames), 8) - len(frames), end - 1)])
-        shot_cams = {k: v[padded] for k, v in cams.items()}
-        shot_cfg = fit_config(sub, shot_cams, cfg, height=traj.height, width=traj.width, fisheye=traj.is_fisheye)
-        rendered, over = render_frames_sharded(sub, shot_cams, colors, height=traj.height, width=traj.width,
-                                               cfg=shot_cfg, fisheye=traj.is_fisheye, uint8=True)
-        out[start:end] = np.asarray(rendered)[: len(frames)]
-        overflow[start:end] = np.asarray(over)[: len(frames)]
+        room = {"segments": scene.segments[pick], "family": scene.family[pick], "shot": scene.shot[pick],
+                "valid": np.arange(size) < len(keep)}
+        work += [(room, {k: v[frames] for k, v in cams.items()}, frames) for frames in _shot_pieces(start, end)]
+    if cfg.max_segments is None and work:
+        cfg = max((fit_config(room, piece_cams, cfg, **kw) for room, piece_cams, _ in work),
+                  key=lambda fitted: fitted.max_segments)
+    for room, piece_cams, frames in work:
+        rendered, over = render_frames_sharded(room, piece_cams, colors, cfg=cfg, uint8=True, **kw)
+        out[frames] = rendered  # padding repeats the last frame: it writes the same image again
+        overflow[frames] = over
     return (out, overflow) if return_overflow else out
+
 
 def render_trajectory(traj: Trajectory, *, backend: str = "jax", grid: GridConfig = GridConfig(),
                       cfg: raster.RasterConfig | None = None, scene: Scene | None = None) -> np.ndarray:

@@ -289,3 +289,37 @@ def test_augmentation_is_keyed_and_bounded():
     assert np.abs(np.asarray(a) - np.asarray(w2c[0])).max() < 0.5
     cols = np.asarray(random_colors(jax.random.key(3)))
     assert cols.shape == (3, 3) and np.allclose(cols.max(1), 1.0) and cols.min() >= 0
+
+
+def test_render_grid_pieces_many_shots_into_few_programs(monkeypatch):
+    """Shots of any length render in pieces of ≤ 64 frames with one segment count and one max_segments, so a
+    long multi-shot trajectory compiles at most four programs; the frames equal the whole trajectory rendered
+    in one call against the full scene (no pieces, padding or compaction)."""
+    from omnidirector_jax.camera import render
+
+    lengths = [2, 9, 17, 40, 70, 130]
+    t = np.arange(sum(lengths) + len(lengths) - 1)
+    w2c = np.tile(np.eye(4)[:3], (len(t), 1, 1))
+    w2c[:, 0, 3], w2c[:, 2, 3] = 0.3 * np.sin(t / 9.0), -0.05 * t
+    cuts = np.cumsum(np.array(lengths[:-1]) + 1) - 1  # one transition frame between shots
+    traj = Trajectory.create(w2c, height=24, width=40, cuts=cuts.tolist())
+    assert [e - s for s, e in traj.shots()] == lengths
+    scene = build_scene(traj)
+    arrays, cams = scene_arrays(scene), camera_arrays(traj, scene)
+    sizes = {len(p) for s, e in traj.shots() for p in render._shot_pieces(s, e)}
+    assert sizes <= {16, 32, 48, 64}
+
+    made = []  # the compiled renderers render_grid uses, to count their programs
+    original = render._sharded_renderer
+
+    def recording(*args):
+        made.append(original(*args))
+        return made[-1]
+
+    monkeypatch.setattr(render, "_sharded_renderer", recording)
+    frames = render_grid(traj, scene=scene)
+    assert len(jax.local_devices()) > 1 and made
+    assert sum(fn._cache_size() for fn in {id(f): f for f in made}.values()) <= len(sizes) <= 4
+    whole, _ = raster.render_frames(arrays, cams, DEFAULT_COLORS, height=24, width=40, uint8=True)
+    np.testing.assert_array_equal(frames, np.asarray(whole))
+    assert (frames[cuts] == 255).all() and (frames[cuts + 1] < 255).any()
