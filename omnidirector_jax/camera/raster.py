@@ -292,6 +292,9 @@ def _interp_table(table: jax.Array, pos: jax.Array) -> jax.Array:
 _AA_SLOPES = 128
 _AA_ROWS = np.stack([np.interp(np.arange(_AA_SLOPES + 1) * 8.0 / _AA_SLOPES, np.arange(9), _AA_PROFILE[:, d])
                      for d in range(49)], -1).astype(np.float32)  # (_AA_SLOPES + 1, 49)
+# The rows flattened, with one entry past the end: a line column at the last slope whose centre lies exactly
+# half-way between pixels reads it with interpolation weight 0 (see _line_column).
+_AA_FLAT = np.append(_AA_ROWS.reshape(-1), np.float32(0.0))
 
 
 def _aa_weight(slope: jax.Array, offset: jax.Array) -> jax.Array:
@@ -300,7 +303,7 @@ def _aa_weight(slope: jax.Array, offset: jax.Array) -> jax.Array:
     dp = jnp.clip(offset * 16.0 + 24.0, 0.0, 48.0)
     d0 = jnp.minimum(jnp.floor(dp).astype(jnp.int32), 47)
     fd = dp - d0.astype(jnp.float32)
-    flat = jnp.asarray(_AA_ROWS).reshape(-1)
+    flat = jnp.asarray(_AA_FLAT)
     base = row * 49 + d0
     w = flat[base] * (1 - fd) + flat[base + 1] * fd
     return jnp.where(jnp.abs(offset) <= 1.5, w, 0.0)
@@ -331,11 +334,6 @@ def _materialize(*columns: jax.Array) -> list[jax.Array]:
     costs more."""
     stacked = jnp.stack([c.astype(jnp.float32) for c in columns])
     return list(jnp.stack([stacked, stacked * 0.0]).sum(0))
-
-
-# The table rows flattened, with one entry past the end: a column at the last slope whose centre lies exactly
-# half-way between pixels reads it with interpolation weight 0.
-_AA_FLAT = np.append(_AA_ROWS.reshape(-1), np.float32(0.0))
 
 
 def _line_column(ax: dict, col: jax.Array) -> tuple[jax.Array, jax.Array]:
