@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +55,16 @@ def fit_config(scene: dict, cams: dict, cfg: raster.RasterConfig, *, height: int
 def _padded(n_frames: int, n_devices: int) -> np.ndarray:
     """Frame indices padded (with the last frame) to a multiple of the device count."""
     return np.minimum(np.arange(-(-n_frames // n_devices) * n_devices), n_frames - 1)
+
+
+def _dealt(n_frames: int, n_devices: int) -> np.ndarray:
+    """Frame indices dealt round-robin over the devices (device d: frames d, d + n, …), each device's share
+    contiguous and padded with its own last frame. Neighbouring frames cost about the same, so every device
+    gets a like share of the work; contiguous halves of a dolly left one device idle for the last ~15%."""
+    per = -(-n_frames // n_devices)
+    own = [np.arange(d, n_frames, n_devices) for d in range(n_devices)]
+    return np.concatenate([np.concatenate([f, np.full(per - len(f), f[-1] if len(f) else n_frames - 1)])
+                           for f in own]).astype(np.int64)
 
 
 @functools.lru_cache(maxsize=64)
@@ -108,7 +120,7 @@ def render_frames_sharded(scene: dict, cams: dict, colors, *, height: int, width
     devices = tuple(jax.local_devices() if devices is None else devices)
     n_frames = len(cams["shot"])
     n_dev = len(devices) if n_frames >= 2 else 1
-    pick = _padded(n_frames, n_dev)
+    pick = _dealt(n_frames, n_dev)
     dtype = jnp.uint8 if uint8 else jnp.float32
     scratch_size = raster.scratch_size(height, width, cfg)
     key = (devices[:n_dev], len(pick), height, width, np.dtype(dtype).name, scratch_size)
@@ -130,9 +142,33 @@ def render_frames_sharded(scene: dict, cams: dict, colors, *, height: int, width
     else:
         frames, overflow, scratch = _sharded_renderer(devices, height, width, cfg, fisheye)(scene, cams, colors,
                                                                                             out, scratch)
-    host = np.asarray(frames)[:n_frames], np.asarray(overflow)[:n_frames]
+    host = _undealt(frames, n_frames), _undealt(overflow, n_frames)
     _keep_buffers(key, (frames, scratch))
     return host
+
+
+def _undealt(array: jax.Array, n_frames: int) -> np.ndarray:
+    """Host copy, in frame order, of a frame-sharded array laid out by :func:`_dealt` (shard d holds frames
+    d, d + n, … and then padding): each shard is copied once, straight to its frames' places, the shards in
+    parallel threads (NumPy copies without the GIL; one thread copies ~11 GB/s here)."""
+    host = np.empty((n_frames,) + array.shape[1:], array.dtype)
+    shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+    n_dev = len(shards)
+
+    def copy(d: int) -> None:
+        own = host[d::n_dev] if n_dev <= n_frames else host[min(d, n_frames - 1):][:1]
+        own[...] = np.asarray(shards[d].data)[:len(own)]
+
+    if n_dev == 1:
+        copy(0)
+    else:
+        list(_copy_pool().map(copy, range(n_dev)))
+    return host
+
+
+@functools.lru_cache(maxsize=1)
+def _copy_pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1), thread_name_prefix="frames-copy")
 
 
 # Frames per rasterizer call in render_grid: a shot's frames go 64 at a time, its last piece rounded up to a

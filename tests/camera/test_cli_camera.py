@@ -76,3 +76,13 @@ def test_bench_raster_reports_ratio(capsys):
     for r in rows:
         assert r["jax_fps"] > 0 and r["opencv_fps"] > 0
         assert r["ratio"] == pytest.approx(r["jax_fps"] / r["opencv_fps"])
+
+
+def test_host_flags_add_devices_and_vector_width_but_keep_the_users():
+    from omnidirector_jax.camera.commands import host_flags
+
+    assert host_flags("", 4, False) == "--xla_force_host_platform_device_count=4"
+    assert host_flags("", 2, True) == ("--xla_force_host_platform_device_count=2 "
+                                       "--xla_cpu_prefer_vector_width=512")
+    mine = "--xla_force_host_platform_device_count=1 --xla_cpu_prefer_vector_width=256"
+    assert host_flags(mine, 8, True) == mine

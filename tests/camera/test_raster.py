@@ -220,6 +220,11 @@ def test_frames_split_over_devices_match_one_device():
     np.testing.assert_array_equal(first_rev, np.asarray(one)[::-1])
     np.testing.assert_array_equal(single, np.asarray(one))
     np.testing.assert_array_equal(again, np.asarray(one))
+    # Fewer frames than devices: the frames are dealt one per device, the rest of the devices repeat the last one.
+    few, few_overflow = render_frames_sharded(arrays, {k: v[:3] for k, v in cams.items()}, DEFAULT_COLORS,
+                                              height=48, width=80, cfg=cfg)
+    assert few.shape == (3, 48, 80, 3) and few_overflow.shape == (3,)
+    np.testing.assert_array_equal(few, np.asarray(one)[:3])
     # The culling pre-pass split over the devices sizes max_segments like the one-device pre-pass.
     base = raster.RasterConfig()
     assert (fit_config(arrays, cams, base, height=48, width=80)
