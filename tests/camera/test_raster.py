@@ -142,7 +142,7 @@ def test_scatter_passes_equal_the_per_pixel_formulas(thickness):
         fam = int(prims[i, raster._F["family"]])
         dense[..., fam] += np.asarray(raster.primitive_weight(prims[i], xx, yy, cfg))
     assert int(overflow[0]) == 0 and (dense > 0).any(-1).mean() > 0.03
-    np.testing.assert_allclose(np.asarray(acc[0].real), dense, atol=1e-3)
+    np.testing.assert_allclose(np.moveaxis(np.asarray(acc[0].real), 0, -1), dense, atol=1e-3)  # (3, H, W) planes
 
 
 def _subsampled(name, height, width, step):
