@@ -461,13 +461,60 @@ def _composite(acc: jax.Array, colors: jax.Array) -> jax.Array:
     """acc (3 families, H, W) complex L + iG → RGB (H, W, 3) float32 in [0, 1].
 
     Family f leaves transmittance T_f = e^(−L_f) and paints (1 − T_f)·G_f/L_f of its colour; the later
-    families (Z over X, vertical over both) attenuate the earlier ones. The families are planes: each pass
-    over them reads contiguous rows (with 512-bit vectors ~15% faster than families interleaved per pixel)."""
+    families (Z over X, vertical over both) attenuate the earlier ones, so family f's weight in the pixel is
+    w_f = (1 − T_f)·G_f/L_f · Π_{g>f} T_g. XLA would store an exponential or a division that the three colour
+    channels read (three passes over the accumulators); with the polynomial exponential and the Newton
+    reciprocal below every operation is cheap, so XLA fuses the whole composite into the one pass that writes
+    the frame (measured: 0.39 vs 0.57 ms a 480×832 frame), at ≤ 1e-4 relative error (< 0.03 grey levels)."""
     total, fogged = acc.real, acc.imag
-    trans = jnp.exp(-total)
-    paint = (1.0 - trans) * fogged / jnp.maximum(total, 1e-30)
-    x, z, v = (paint[f][..., None] * colors[f] for f in range(3))
-    return (x * trans[1][..., None] + z) * trans[2][..., None] + v
+    trans = [_exp_neg(total[f]) for f in range(3)]
+    # L clamped to [1e-6, 1e12] (L = 0 gives G = 0 and 1 − T = 0: w = 0), with selects: XLA's maximum and
+    # minimum propagate NaNs, which keeps LLVM from vectorizing the pass.
+    safe = [jnp.where(total[f] > 1e-6, jnp.where(total[f] < 1e12, total[f], 1e12), 1e-6) for f in range(3)]
+    inv = _reciprocal(safe[0] * safe[1] * safe[2])  # one reciprocal for the three 1/L_f
+    wx = fogged[0] * (1.0 - trans[0]) * trans[1] * trans[2] * (inv * safe[1] * safe[2])
+    wz = fogged[1] * (1.0 - trans[1]) * trans[2] * (inv * safe[0] * safe[2])
+    wv = fogged[2] * (1.0 - trans[2]) * (inv * safe[0] * safe[1])
+    return wx[..., None] * colors[0] + wz[..., None] * colors[1] + wv[..., None] * colors[2]
+
+
+@jax.custom_jvp
+def _exp_neg(x: jax.Array) -> jax.Array:
+    """e^(−x) for x ≥ 0 (relative error < 1.1e-4): 2^y with y = −x·log2(e) clamped at −126, the integer part
+    of y as the float's exponent bits, 2^frac by a cubic fitted with p(0) = 1, p(1) = 2 (continuous at the
+    integers). XLA's exponential is exact to an ulp but costs enough that XLA will not recompute it per
+    colour channel."""
+    y = x * -1.4426950408889634
+    y = jnp.where(y > -126.0, y, -126.0)
+    whole = jnp.floor(y)
+    frac = y - whole
+    poly = 1.0 + frac * (0.69542435 + frac * (0.22630768 + frac * 0.07826797))
+    return poly * jax.lax.bitcast_convert_type((whole.astype(jnp.int32) + 127) << 23, jnp.float32)
+
+
+@_exp_neg.defjvp
+def _exp_neg_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    value = _exp_neg(x)
+    return value, -value * dx
+
+
+@jax.custom_jvp
+def _reciprocal(x: jax.Array) -> jax.Array:
+    """1/x for normal floats x > 0 (relative error < 7e-6): a first guess from the float's bits, then two
+    Newton steps r ← r(2 − x·r) — multiplies that XLA fuses freely, where a division is a slow instruction
+    that it keeps out of fusions read more than once."""
+    r = jax.lax.bitcast_convert_type(0x7EF311C7 - jax.lax.bitcast_convert_type(x, jnp.int32), jnp.float32)
+    for _ in range(2):
+        r = r * (2.0 - x * r)
+    return r
+
+
+@_reciprocal.defjvp
+def _reciprocal_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    value = _reciprocal(x)
+    return value, -value * value * dx
 
 
 # ------------------------------------------------------------------------------------------ scatter
@@ -758,7 +805,9 @@ def render_group(scene: dict, cameras: dict, colors: jax.Array, height: int, wid
         acc = jnp.moveaxis(acc, -1, 1)  # (B, 3 families, H, W) like the scatter method's
     overflow = overflow + dropped
     img = jax.vmap(_composite, (0, None))(acc, colors)
-    img = jnp.where(cameras["shot"][:, None, None, None] < 0, 1.0, img)
+    # Cut frames white by arithmetic, not a select: with a select in it, LLVM leaves the fused pass scalar (4x slower).
+    cut = (cameras["shot"] < 0).astype(img.dtype)[:, None, None, None]
+    img = img * (1.0 - cut) + cut
     return (to_uint8(img) if uint8 else img), overflow, scratch
 
 

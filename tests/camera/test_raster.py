@@ -328,3 +328,35 @@ def test_render_grid_pieces_many_shots_into_few_programs(monkeypatch):
     whole, _ = raster.render_frames(arrays, cams, DEFAULT_COLORS, height=24, width=40, uint8=True)
     np.testing.assert_array_equal(frames, np.asarray(whole))
     assert (frames[cuts] == 255).all() and (frames[cuts + 1] < 255).any()
+
+
+def test_fast_exponential_and_reciprocal_against_float64():
+    """The composite's polynomial e^(−x) and Newton 1/x against NumPy float64, with their derivatives."""
+    x = np.concatenate([[0.0, 1e-7, 1e-3], np.linspace(0.0, 90.0, 20001)]).astype(np.float32)
+    got = np.asarray(raster._exp_neg(jnp.asarray(x)), np.float64)
+    want = np.exp(-x.astype(np.float64))
+    normal = x < 87.0  # below that e^(−x) is a normal float; beyond, it stays near 2^-126
+    assert np.abs(got[normal] / want[normal] - 1.0).max() < 1.1e-4 and got[~normal].max() < 2.4e-38
+    assert got[0] == 1.0 and float(raster._exp_neg(jnp.float32(200.0))) < 1e-37  # clamped at 2^-126, finite
+    y = np.exp(np.random.default_rng(0).uniform(np.log(1e-6), np.log(1e12), 20000)).astype(np.float32)
+    rec = np.asarray(raster._reciprocal(jnp.asarray(y)), np.float64)
+    assert np.abs(rec * y.astype(np.float64) - 1.0).max() < 1e-5
+    dexp = np.asarray(jax.vmap(jax.grad(raster._exp_neg))(jnp.asarray(x[:50])))
+    np.testing.assert_allclose(dexp, -np.exp(-x[:50].astype(np.float64)), rtol=2e-4)
+    drec = np.asarray(jax.vmap(jax.grad(raster._reciprocal))(jnp.asarray(y[:50])))
+    np.testing.assert_allclose(drec, -1.0 / y[:50].astype(np.float64) ** 2, rtol=3e-5)
+
+
+def test_composite_matches_float64_formula():
+    """One fused pass with the fast functions gives the float64 compositing of the module docstring."""
+    rng = np.random.default_rng(3)
+    total = np.where(rng.random((3, 24, 40)) < 0.4, rng.exponential(2.0, (3, 24, 40)), 0.0)
+    total[:, 0, :3] = [[1e-7, 30.0, 0.0]] * 3  # faint, saturated and empty pixels
+    fogged = total * rng.uniform(0.05, 1.0, total.shape)
+    colors = rng.random((3, 3))
+    got = np.asarray(raster._composite(jnp.asarray(total + 1j * fogged, jnp.complex64), jnp.asarray(colors)))
+    trans = np.exp(-total)
+    paint = np.divide((1 - trans) * fogged, total, out=np.zeros_like(total), where=total > 0)
+    x, z, v = (paint[f][..., None] * colors[f] for f in range(3))
+    want = (x * trans[1][..., None] + z) * trans[2][..., None] + v
+    assert np.abs(got - want).max() < 2e-4  # < 0.05 grey levels
