@@ -295,6 +295,9 @@ _AA_ROWS = np.stack([np.interp(np.arange(_AA_SLOPES + 1) * 8.0 / _AA_SLOPES, np.
 # The rows flattened, with one entry past the end: a line column at the last slope whose centre lies exactly
 # half-way between pixels reads it with interpolation weight 0 (see _line_column).
 _AA_FLAT = np.append(_AA_ROWS.reshape(-1), np.float32(0.0))
+# What a line column reads at table position i: the entries i, i + 1, i + 16, i + 17, i + 32, i + 33 (its three
+# rows and their interpolation neighbours) as one row, so a column gathers one row instead of six values.
+_AA_COLUMN = np.stack([_AA_FLAT[np.arange(len(_AA_FLAT) - 33) + o] for o in (0, 1, 16, 17, 32, 33)], -1)
 
 
 def _aa_weight(slope: jax.Array, offset: jax.Array) -> jax.Array:
@@ -349,10 +352,8 @@ def _line_column(ax: dict, col: jax.Array) -> tuple[jax.Array, jax.Array]:
     first = (mid - centre) * 16.0 + 8.0  # table position of the row above (k = −1), in [0, 16]
     index = jnp.floor(first)
     mid, base, frac, ramp = _materialize(mid, row * 49.0 + index, first - index, _line_ramp(ax, colf))
-    table = jnp.asarray(_AA_FLAT)
-    base = base.astype(jnp.int32)
-    weight = jnp.stack([(table[base + 16 * k] * (1.0 - frac) + table[base + 16 * k + 1] * frac) * ramp
-                        for k in range(3)])
+    pairs = jnp.take(jnp.asarray(_AA_COLUMN), base.astype(jnp.int32), axis=0, mode="clip")  # (U, 6)
+    weight = jnp.stack([(pairs[:, 2 * k] * (1.0 - frac) + pairs[:, 2 * k + 1] * frac) * ramp for k in range(3)])
     rows = mid.astype(jnp.int32)[None, :] + jnp.array([-1, 0, 1], jnp.int32)[:, None]
     return rows, _opacity(weight)
 
