@@ -608,7 +608,10 @@ def _unit_weights(u: dict, first: jax.Array, local: jax.Array, ps: _Pass,
         filled = hi >= lo  # else the row is empty (no active edge, or a span left of the image)
         x = jnp.where(filled, lo + piece * _SPAN, 0.0).astype(jnp.int32)[:, None] + jnp.arange(_SPAN)[None, :]
         inside = filled[:, None] & (x.astype(jnp.float32) <= hi[:, None])
-        return x, jnp.broadcast_to(y.astype(jnp.int32)[:, None], x.shape), jnp.where(inside, _opacity(1.0), 0.0)
+        # A pixel outside the span gets column −1 (the scatter drops it), so the value needs no test of its own:
+        # XLA would repeat the row's edge walk in the values as well as in the indices.
+        x = jnp.where(inside, x, -1)
+        return x, jnp.broadcast_to(y.astype(jnp.int32)[:, None], x.shape), jnp.full(x.shape, _opacity(1.0))
     ax = u["ax"]
     col = first + local
     xm = ax["x_major"][None, :]
