@@ -606,11 +606,17 @@ def _unit_weights(u: dict, first: jax.Array, local: jax.Array, ps: _Pass,
         lo, hi = _fill_row(u["fill"], y)
         lo = jnp.maximum(lo, 0.0)
         filled = hi >= lo  # else the row is empty (no active edge, or a span left of the image)
-        x = jnp.where(filled, lo + piece * _SPAN, 0.0).astype(jnp.int32)[:, None] + jnp.arange(_SPAN)[None, :]
-        inside = filled[:, None] & (x.astype(jnp.float32) <= hi[:, None])
-        # A pixel outside the span gets column −1 (the scatter drops it), so the value needs no test of its own:
-        # XLA would repeat the row's edge walk in the values as well as in the indices.
-        x = jnp.where(inside, x, -1)
+        start = jnp.clip(jnp.where(filled, lo + piece * _SPAN, 0.0), 0.0, 4095.0)
+        last = jnp.clip(jnp.where(filled, hi, -1.0), -1.0, 4094.0)
+        # The piece's first pixel and the row's last, packed exactly in one float and divided by a traced 1: XLA
+        # keeps a division out of fusions that read it more than once, so the row's edge walk runs once per
+        # piece instead of once in each of its pixels.
+        packed = (start * 4096.0 + last + 1.0) / (u["fog"] * 0.0 + 1.0)
+        start = jnp.floor(packed / 4096.0)
+        last = packed - start * 4096.0 - 1.0
+        x = start.astype(jnp.int32)[:, None] + jnp.arange(_SPAN)[None, :]
+        # A pixel outside the span gets column −1 (the scatter drops it), so the value needs no test of its own.
+        x = jnp.where(x.astype(jnp.float32) <= last[:, None], x, -1)
         return x, jnp.broadcast_to(y.astype(jnp.int32)[:, None], x.shape), jnp.full(x.shape, _opacity(1.0))
     ax = u["ax"]
     col = first + local
