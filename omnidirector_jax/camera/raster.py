@@ -329,14 +329,13 @@ def _line_weight(p: jax.Array, ax: dict, x: jax.Array, y: jax.Array) -> jax.Arra
 
 
 def _materialize(*columns: jax.Array) -> list[jax.Array]:
-    """The same (U,) float32 vectors, computed once into memory. XLA fuses a per-column value into every
-    per-pixel expression that reads it and recomputes it there (three times for a 3-pixel column). Stacked, and
-    offset by a zero multiple so that XLA cannot fold the stack away (x + 0·x = x for finite x), they form one
-    array that both the weights and the pixel indices read, which XLA stores once. Measured on XLA:CPU: a few
-    percent of a frame; ``lax.optimization_barrier`` does not stop the fusion, a dot with the identity does but
-    costs more."""
+    """The same (U,) float32 vectors, computed once into memory. XLA fuses a cheap per-column value into every
+    per-pixel expression that reads it and recomputes it there (three times for a 3-pixel column), but keeps a
+    division out of fusions that would repeat it: so the stacked values are divided by a traced 1 (x·0 + 1,
+    which XLA cannot fold for floats), exact for finite values, and stored once. ``lax.optimization_barrier``
+    does not stop the fusion on XLA:CPU; a dot with the identity does but costs more."""
     stacked = jnp.stack([c.astype(jnp.float32) for c in columns])
-    return list(jnp.stack([stacked, stacked * 0.0]).sum(0))
+    return list(stacked / (stacked * 0.0 + 1.0))
 
 
 def _line_column(ax: dict, col: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -608,10 +607,9 @@ def _unit_weights(u: dict, first: jax.Array, local: jax.Array, ps: _Pass,
         filled = hi >= lo  # else the row is empty (no active edge, or a span left of the image)
         start = jnp.clip(jnp.where(filled, lo + piece * _SPAN, 0.0), 0.0, 4095.0)
         last = jnp.clip(jnp.where(filled, hi, -1.0), -1.0, 4094.0)
-        # The piece's first pixel and the row's last, packed exactly in one float and divided by a traced 1: XLA
-        # keeps a division out of fusions that read it more than once, so the row's edge walk runs once per
-        # piece instead of once in each of its pixels.
-        packed = (start * 4096.0 + last + 1.0) / (u["fog"] * 0.0 + 1.0)
+        # The piece's first pixel and the row's last, packed exactly in one float and stored once per piece
+        # (:func:`_materialize`): XLA would otherwise redo the row's edge walk in each of the piece's pixels.
+        (packed,) = _materialize(start * 4096.0 + last + 1.0)
         start = jnp.floor(packed / 4096.0)
         last = packed - start * 4096.0 - 1.0
         x = start.astype(jnp.int32)[:, None] + jnp.arange(_SPAN)[None, :]
