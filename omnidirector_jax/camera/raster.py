@@ -468,8 +468,7 @@ def _composite(acc: jax.Array, colors: jax.Array) -> jax.Array:
     the frame (measured: 0.39 vs 0.57 ms a 480×832 frame), at ≤ 1e-4 relative error (< 0.03 grey levels)."""
     total, fogged = acc.real, acc.imag
     trans = [_exp_neg(total[f]) for f in range(3)]
-    # L clamped to [1e-6, 1e12] (L = 0 gives G = 0 and 1 − T = 0: w = 0), with selects: XLA's maximum and
-    # minimum propagate NaNs, which keeps LLVM from vectorizing the pass.
+    # L clamped to [1e-6, 1e12] (L = 0 gives G = 0 and 1 − T = 0: w = 0): the product of three stays a normal float.
     safe = [jnp.where(total[f] > 1e-6, jnp.where(total[f] < 1e12, total[f], 1e12), 1e-6) for f in range(3)]
     inv = _reciprocal(safe[0] * safe[1] * safe[2])  # one reciprocal for the three 1/L_f
     wx = fogged[0] * (1.0 - trans[0]) * trans[1] * trans[2] * (inv * safe[1] * safe[2])
