@@ -1,6 +1,6 @@
 """Typed configuration: dataclasses loaded from YAML, `key=value` overrides, validation in one clear line.
 
-A config file is a YAML mapping of sections (`model`, `shape`, `mesh`, `train`, `bench`); it may start with
+A config file is a YAML mapping of sections (`model`, `shape`, `mesh`, `train`, `data`, `bench`); it may start with
 `include: [mesh/fsdp.yaml, ...]` (paths relative to the including file, or to the `configs/` folder), merged
 in order before the file's own keys. Every key is checked against the schema below: an unknown key, a value of
 the wrong type, a mesh that does not divide the device count or heads that do not divide the tensor axis
@@ -139,6 +139,17 @@ class TrainConfig:
 
 
 @dataclass
+class DataConfig:
+    """Training data: a dataset folder written by `omnidirector build-dataset`, read by the Grain pipeline."""
+
+    dir: str = ""  # dataset folder (holds manifest.json and the ArrayRecord shards)
+    workers: int = 0  # Grain worker processes decoding records (0: decode in the training process)
+    prefetch: int = 2  # batches buffered per worker
+    seed: int = 0  # global shuffle seed
+    tokenizer: str = ""  # folder of a `transformers` tokenizer; "" = the built-in byte tokenizer
+
+
+@dataclass
 class BenchConfig:
     """`omnidirector bench model`: timed steps after one warm-up."""
 
@@ -152,6 +163,7 @@ class Config:
     shape: ShapeConfig = field(default_factory=ShapeConfig)
     mesh: MeshConfig = field(default_factory=MeshConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     name: str = ""
 
@@ -334,6 +346,9 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{name}: must be positive, got {value}")
+    if cfg.data.workers < 0 or cfg.data.prefetch < 1:
+        raise ConfigError(f"data.workers must be >= 0 and data.prefetch >= 1, got {cfg.data.workers}, "
+                          f"{cfg.data.prefetch}")
     if m.single_depth < 0:
         raise ConfigError(f"model.single_depth: must be >= 0, got {m.single_depth}")
     if m.hidden_size % m.num_heads:
