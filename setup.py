@@ -26,6 +26,7 @@ setup(
         "click>=8.1,<9",
         "pyyaml>=6.0,<7",
         "tqdm>=4.66,<5",
+        "tensorboardX>=2.6,<3",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "ruff>=0.6"],

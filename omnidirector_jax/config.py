@@ -128,14 +128,68 @@ class MeshConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimizer settings used by the train step (AdamW)."""
+    """The training run: steps, optimizer (AdamW, warm-up + cosine), objective and its conditioning dropout."""
 
+    steps: int = 1000
+    log_every: int = 10  # a metrics line every N steps (host reads device values only then)
     learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine (to min_lr_ratio · lr) | constant (after warm-up)
+    min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
+    grad_clip: float = 1.0  # global-norm clipping (0: off)
+    ema_decay: float = 0.0  # EMA of the parameters (0: no EMA kept)
     seed: int = 0
+    max_bad_steps: int = 5  # consecutive non-finite steps (skipped) before the run stops
+    # Objective (design §6): logit-normal timesteps with an SD3-style shift.
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    timestep_shift: float = 1.0
+    self_recon_prob: float = 0.1  # target video replaced by the camera grid (same grid as condition)
+    drop_grid_prob: float = 0.1  # grid condition blanked to black (CFG's unconditional branch)
+    drop_text_prob: float = 0.1  # text replaced by the empty prompt
+    preview_every: int = 0  # PNG of grids and a generated preview every N steps (0: off)
+    preview_steps: int = 8  # sampling steps of the preview
+
+
+@dataclass
+class ConditionConfig:
+    """How the step turns a batch into model inputs: the camera grid rendered on device, and the encoders."""
+
+    encoder: str = "vae"  # vae (Wan 2.1 VAE) | pixel (space-to-depth of pixels; tiny configs)
+    vae_dir: str = ""  # folder of diffusers AutoencoderKLWan weights; "" = randomly initialised (benchmarks)
+    vae_base_dim: int = 96  # VAE width when randomly initialised
+    text_encoder_dir: str = ""  # folder of a T5/UMT5 encoder; "" = the small random byte-level default
+    raster_method: str = "scatter"  # scatter (CPU/GPU) | tiled (TPU)
+    raster_profile: str = "opencv"  # opencv | smooth
+    max_segments: int = 1024  # visible segments drawn per frame
+    pixel_budget: int = 0  # scatter: static candidate pixels per frame (0: draw all, a while loop)
+    lattice: int = 48  # jittable room: lattice nodes per axis
+    room_segments: int = 4096  # jittable room: static segment capacity
+    max_shots: int = 4  # shots per clip the room builder handles
+    render_batch: int = 1  # samples rasterized together (vmap) inside the map over the batch; CPU wants 1
+    jitter_rotation_deg: float = 1.0  # pose jitter (std), 0 turns it off
+    jitter_translation: float = 0.05  # camera-centre jitter std in units of the grid spacing
+    random_colors: bool = True  # random colour per line family (else cyan / magenta / yellow)
+
+
+@dataclass
+class CheckpointConfig:
+    """Orbax checkpoints in the work directory."""
+
+    every: int = 500  # save every N steps (and at the end, and on SIGTERM)
+    keep: int = 3  # keep the last N
+    async_save: bool = True
+
+
+@dataclass
+class InitConfig:
+    """Where the parameters start."""
+
+    from_: str = ""  # an Orbax checkpoint of converted weights (e.g. `omnidirector convert-wan`)
 
 
 @dataclass
@@ -164,6 +218,9 @@ class Config:
     mesh: MeshConfig = field(default_factory=MeshConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    conditions: ConditionConfig = field(default_factory=ConditionConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     name: str = ""
 
@@ -230,6 +287,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         path = f"{prefix}{key}"
+        if key not in names and f"{key}_" in names:  # Python keywords (init.from) are stored with a trailing _
+            key = f"{key}_"
         if key not in names:
             raise ConfigError(f"unknown key '{path}' (known: {', '.join(names)})")
         tp = hints[key]
@@ -346,6 +405,36 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{name}: must be positive, got {value}")
+    t, c = cfg.train, cfg.conditions
+    choices = {"train.schedule": (t.schedule, ("cosine", "constant")),
+               "conditions.encoder": (c.encoder, ("vae", "pixel")),
+               "conditions.raster_method": (c.raster_method, ("scatter", "tiled")),
+               "conditions.raster_profile": (c.raster_profile, ("opencv", "smooth"))}
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{name}: '{value}' is not one of {', '.join(allowed)}")
+    for name, value in (("train.self_recon_prob", t.self_recon_prob), ("train.drop_grid_prob", t.drop_grid_prob),
+                        ("train.drop_text_prob", t.drop_text_prob), ("train.ema_decay", t.ema_decay),
+                        ("train.min_lr_ratio", t.min_lr_ratio)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name}: must be in [0, 1], got {value}")
+    for name, value in (("train.steps", t.steps), ("train.log_every", t.log_every),
+                        ("train.max_bad_steps", t.max_bad_steps), ("checkpoint.every", cfg.checkpoint.every),
+                        ("checkpoint.keep", cfg.checkpoint.keep), ("conditions.max_segments", c.max_segments),
+                        ("conditions.max_shots", c.max_shots), ("train.learning_rate", t.learning_rate),
+                        ("train.timestep_shift", t.timestep_shift)):
+        if value <= 0:
+            raise ConfigError(f"{name}: must be positive, got {value}")
+    if t.warmup_steps < 0 or t.preview_every < 0 or t.grad_clip < 0:
+        raise ConfigError("train.warmup_steps, train.preview_every and train.grad_clip must be >= 0")
+    if c.encoder == "vae" and (s.vae_spatial, s.vae_temporal) != (8, 4):
+        raise ConfigError(f"shape.vae_spatial/vae_temporal: the Wan VAE compresses 8x and 4x, got "
+                          f"{s.vae_spatial} and {s.vae_temporal}")
+    if c.encoder == "pixel" and s.vae_temporal != 1:
+        raise ConfigError(f"shape.vae_temporal: the pixel encoder keeps every frame (1), got {s.vae_temporal}")
+    if c.encoder == "pixel" and m.latent_channels != 3 * s.vae_spatial ** 2:
+        raise ConfigError(f"model.latent_channels: the pixel encoder makes 3 x shape.vae_spatial^2 = "
+                          f"{3 * s.vae_spatial ** 2} channels, got {m.latent_channels}")
     if cfg.data.workers < 0 or cfg.data.prefetch < 1:
         raise ConfigError(f"data.workers must be >= 0 and data.prefetch >= 1, got {cfg.data.workers}, "
                           f"{cfg.data.prefetch}")

@@ -161,3 +161,49 @@ def write_frames(path: str | Path, frames: np.ndarray, fps: float = 25.0,
     if suffix == ".png":
         return write_png(path, contact_sheet(frames, cuts=cuts))
     raise OmniDirectorError(f"unknown output kind '{suffix}' for {path} (expected .mp4, .npz or .png)")
+
+
+def plot_curves(path: str | Path, curves: dict[str, tuple[Sequence[float], Sequence[float]]], *,
+                title: str = "", x_label: str = "step", size: tuple[int, int] = (480, 800)) -> Path:
+    """A line plot (PNG) of named curves `{label: (xs, ys)}` on shared axes, drawn with OpenCV (no plotting
+    library needed): white background, axis ticks at the data range, one colour per curve, a legend."""
+    import cv2
+
+    h, w = size
+    img = np.full((h, w, 3), 255, np.uint8)
+    left, right, top, bottom = 70, 20, 40, 50
+    pts = {k: (np.asarray(x, np.float64), np.asarray(y, np.float64)) for k, (x, y) in curves.items() if len(x)}
+    finite = [y[np.isfinite(y)] for _, y in pts.values()]
+    finite = [f for f in finite if f.size]
+    black = (0, 0, 0)
+    cv2.rectangle(img, (left, top), (w - right, h - bottom), black, 1)
+    if title:
+        cv2.putText(img, title, (left, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.6, black, 1, cv2.LINE_AA)
+    cv2.putText(img, x_label, (w // 2, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, black, 1, cv2.LINE_AA)
+    if not finite:
+        return write_png(path, img)
+    x_lo = min(x.min() for x, _ in pts.values())
+    x_hi = max(x.max() for x, _ in pts.values())
+    y_lo, y_hi = min(f.min() for f in finite), max(f.max() for f in finite)
+    x_hi, y_hi = max(x_hi, x_lo + 1e-9), max(y_hi, y_lo + 1e-9)
+
+    def to_px(x, y):
+        px = left + (x - x_lo) / (x_hi - x_lo) * (w - left - right)
+        py = h - bottom - (y - y_lo) / (y_hi - y_lo) * (h - top - bottom)
+        return np.stack([px, py], -1)
+
+    for i in range(5):  # ticks
+        fy, fx = y_lo + (y_hi - y_lo) * i / 4, x_lo + (x_hi - x_lo) * i / 4
+        py, px = to_px(np.array(x_lo), np.array(fy))[1], to_px(np.array(fx), np.array(y_lo))[0]
+        cv2.putText(img, f"{fy:.3g}", (4, int(py) + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, black, 1, cv2.LINE_AA)
+        cv2.putText(img, f"{fx:.0f}", (int(px) - 10, h - bottom + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4, black, 1,
+                    cv2.LINE_AA)
+    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
+    for i, (label, (x, y)) in enumerate(pts.items()):
+        color = palette[i % len(palette)]
+        ok = np.isfinite(y)
+        line = to_px(x[ok], y[ok])
+        cv2.polylines(img, [np.round(line * 16).astype(np.int32)], False, color, 2, cv2.LINE_AA, shift=4)
+        cv2.putText(img, label, (w - right - 160, top + 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1,
+                    cv2.LINE_AA)
+    return write_png(path, img)

@@ -1,0 +1,1 @@
+"""Diffusion maths: the rectified-flow objective and the sampler."""

@@ -1,0 +1,42 @@
+"""Rectified flow: the objective's maths (design §6), shared by the train step and the sampler.
+
+Time runs from data (`t = 0`) to noise (`t = 1`): `x_t = (1 − t)·x_0 + t·ε`, and the model predicts the
+velocity `dx_t/dt = ε − x_0`. Training draws `t` from a logit-normal (`t = σ(u)`, `u ~ N(m, s²)`), then
+applies the SD3 shift `t' = k·t / (1 + (k − 1)·t)`, which moves mass toward noise for `k > 1` (larger videos
+need more high-noise steps). The sampler uses the same shift on its time grid.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def shift_time(t: jax.Array, shift: float) -> jax.Array:
+    """SD3 timestep shift `k·t / (1 + (k − 1)·t)` (identity for k = 1; keeps 0 and 1 fixed)."""
+    if shift == 1.0:
+        return t
+    return shift * t / (1.0 + (shift - 1.0) * t)
+
+
+def sample_timesteps(key: jax.Array, batch: int, *, mean: float = 0.0, std: float = 1.0,
+                     shift: float = 1.0) -> jax.Array:
+    """`[batch]` float32 training timesteps: shifted logit-normal in (0, 1)."""
+    u = mean + std * jax.random.normal(key, (batch,), jnp.float32)
+    return shift_time(jax.nn.sigmoid(u), shift)
+
+
+def interpolate(x0: jax.Array, noise: jax.Array, t: jax.Array) -> jax.Array:
+    """`x_t = (1 − t)·x_0 + t·ε`, with `t [B]` broadcast over the remaining axes of `x0`."""
+    tb = t.reshape(t.shape + (1,) * (x0.ndim - t.ndim)).astype(x0.dtype)
+    return (1 - tb) * x0 + tb * noise
+
+
+def velocity_target(x0: jax.Array, noise: jax.Array) -> jax.Array:
+    """What the model learns to predict: `ε − x_0`."""
+    return noise - x0
+
+
+def time_grid(steps: int, shift: float = 1.0) -> jax.Array:
+    """`[steps + 1]` float32 times from 1 (noise) down to 0 (data), uniform before the shift."""
+    return shift_time(jnp.linspace(1.0, 0.0, steps + 1, dtype=jnp.float32), shift)
