@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "omnidirector_jax.data.commands",
     "omnidirector_jax.eval.commands",
     "omnidirector_jax.perception.extract_commands",
+    "omnidirector_jax.train.commands",
 ]
 
 

@@ -168,8 +168,8 @@ class ConditionConfig:
     max_segments: int = 1024  # visible segments drawn per frame
     pixel_budget: int = 0  # scatter: static candidate pixels per frame (0: draw all, a while loop)
     lattice: int = 48  # jittable room: lattice nodes per axis
-    room_segments: int = 4096  # jittable room: static segment capacity
-    max_shots: int = 4  # shots per clip the room builder handles
+    room_segments: int = 12288  # jittable room: static segment capacity (a shot's room has up to ~4,000)
+    max_shots: int = 3  # shots per clip the room builder handles
     render_batch: int = 1  # samples rasterized together (vmap) inside the map over the batch; CPU wants 1
     jitter_rotation_deg: float = 1.0  # pose jitter (std), 0 turns it off
     jitter_translation: float = 0.05  # camera-centre jitter std in units of the grid spacing
@@ -258,6 +258,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, str):
             return value

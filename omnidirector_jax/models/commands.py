@@ -25,7 +25,7 @@ def bench_model(config_path: str, overrides: tuple[str, ...], steps: int | None,
     from omnidirector_jax.models import flops as flops_lib
     from omnidirector_jax.models import mmdit
     from omnidirector_jax.parallel.mesh import make_mesh
-    from omnidirector_jax.parallel.partition import ShardedModel, make_optimizer
+    from omnidirector_jax.train.partition import ShardedModel, make_optimizer
 
     cfg = load_config(config_path, overrides)
     steps = cfg.bench.steps if steps is None else steps

@@ -1,1 +1,1 @@
-"""Device meshes, logical-axis sharding rules and sharded init/train steps for the networks."""
+"""Device meshes, logical-axis sharding rules and multi-host start-up (imports no model)."""

@@ -115,47 +115,62 @@ class Conditioner:
         return encoder(ids, mask) * mask[..., None].astype(jnp.float32)  # zeros at padding
 
 
-def build_conditioner(cfg: Config, seed: int = 0) -> tuple[Conditioner, dict]:
+def _encoders(cfg: Config, seed: int, abstract: bool) -> tuple[nnx.Module, nnx.Module | None]:
+    """The frozen text encoder and VAE (None for the pixel encoder); `abstract`: shapes only (no weights made
+    or read, except from a weights folder, whose config decides the shapes)."""
+    from omnidirector_jax.models import text_encoder as te
+    from omnidirector_jax.models import vae as vae_lib
+
+    c, m = cfg.conditions, cfg.model
+    make = nnx.eval_shape if abstract else (lambda f: f())
+    if c.text_encoder_dir:
+        text = te.load_t5_encoder(c.text_encoder_dir)
+        if text.cfg.d_model != m.text_dim:
+            raise ConfigError(f"model.text_dim: {m.text_dim}, but the text encoder in {c.text_encoder_dir} makes "
+                              f"{text.cfg.d_model}-wide states")
+    else:  # the small random byte-level default, as wide as the model's text input
+        heads = 4 if m.text_dim % 4 == 0 else 1
+        tcfg = te.TextEncoderConfig(d_model=m.text_dim, d_kv=m.text_dim // heads, num_heads=heads, d_ff=m.text_dim)
+        text = make(lambda: te.T5Encoder(tcfg, rngs=nnx.Rngs(seed + 1)))
+    if c.encoder != "vae":
+        return text, None
+    if c.vae_dir:
+        from omnidirector_jax.models.vae_weights import load_wan_vae
+
+        vae = load_wan_vae(c.vae_dir)
+    else:
+        vcfg = vae_lib.VAEConfig(base_dim=c.vae_base_dim, z_dim=m.latent_channels,
+                                 latents_mean=(0.0,) * m.latent_channels, latents_std=(1.0,) * m.latent_channels)
+        vae = make(lambda: vae_lib.WanVAE(vcfg, rngs=nnx.Rngs(seed + 2)))
+    if vae.cfg.z_dim != m.latent_channels:
+        raise ConfigError(f"model.latent_channels: {m.latent_channels}, but the VAE makes {vae.cfg.z_dim}")
+    return text, vae
+
+
+def build_conditioner(cfg: Config, seed: int = 0, *, abstract: bool = False) -> tuple[Conditioner, dict]:
     """The frozen encoders of ``cfg.conditions`` -> (static conditioner, host pytree ``frozen``).
 
     ``frozen`` also holds the empty prompt's ids and mask (text dropout) and the latents of an all-black grid
-    (grid dropout), so the step never encodes them again.
+    (grid dropout), so the step never encodes them again. ``abstract``: ShapeDtypeStructs instead of arrays
+    (ahead-of-time compilation: nothing is computed).
     """
-    from omnidirector_jax.models import text_encoder as te
     from omnidirector_jax.models.tokenizer import load_tokenizer
 
-    c, m, s = cfg.conditions, cfg.model, cfg.shape
-    if c.text_encoder_dir:
-        encoder = te.load_t5_encoder(c.text_encoder_dir)
-        if encoder.cfg.d_model != m.text_dim:
-            raise ConfigError(f"model.text_dim: {m.text_dim}, but the text encoder in {c.text_encoder_dir} makes "
-                              f"{encoder.cfg.d_model}-wide states")
-    else:
-        heads = 4 if m.text_dim % 4 == 0 else 1
-        encoder = te.T5Encoder(te.TextEncoderConfig(d_model=m.text_dim, d_kv=m.text_dim // heads, num_heads=heads,
-                                                    d_ff=2 * m.text_dim), rngs=nnx.Rngs(seed + 1))
-    text_graphdef, text_state = nnx.split(encoder)
+    m, s = cfg.model, cfg.shape
+    text, vae = _encoders(cfg, seed, abstract)
+    text_graphdef, text_state = nnx.split(text)
     frozen: dict[str, Any] = {"text": text_state.to_pure_dict()}
     vae_graphdef = None
-    if c.encoder == "vae":
-        from omnidirector_jax.models import vae as vae_lib
-
-        if c.vae_dir:
-            from omnidirector_jax.models.vae_weights import load_wan_vae
-
-            vae = load_wan_vae(c.vae_dir)
-        else:
-            vae = vae_lib.WanVAE(vae_lib.VAEConfig(base_dim=c.vae_base_dim, z_dim=m.latent_channels,
-                                                   latents_mean=(0.0,) * m.latent_channels,
-                                                   latents_std=(1.0,) * m.latent_channels),
-                                 rngs=nnx.Rngs(seed + 2))
-        if vae.cfg.z_dim != m.latent_channels:
-            raise ConfigError(f"model.latent_channels: {m.latent_channels}, but the VAE makes {vae.cfg.z_dim}")
+    if vae is not None:
         vae_graphdef, vae_state = nnx.split(vae)
         frozen["vae"] = vae_state.to_pure_dict()
-    conditioner = Conditioner(c.encoder, s.vae_spatial, vae_graphdef, text_graphdef)
+    conditioner = Conditioner(cfg.conditions.encoder, s.vae_spatial, vae_graphdef, text_graphdef)
     ids, mask = load_tokenizer(cfg.data.tokenizer or None)([""], m.text_len)
     frozen["empty_ids"], frozen["empty_mask"] = ids[0], mask[0]
-    black = -jnp.ones((1, s.frames, s.height, s.width, 3), jnp.float32)
-    frozen["black_grid"] = jax.jit(conditioner.encode)(frozen, black)[0]
+    black = jax.ShapeDtypeStruct((1, s.frames, s.height, s.width, 3), jnp.float32)
+    if abstract:
+        encoded = jax.eval_shape(conditioner.encode, frozen, black)
+        frozen["black_grid"] = jax.ShapeDtypeStruct(encoded.shape[1:], encoded.dtype)
+        return conditioner, jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), frozen)
+    frozen["black_grid"] = jax.jit(conditioner.encode)(frozen, -jnp.ones(black.shape, black.dtype))[0]
     return conditioner, jax.tree.map(np.asarray, frozen)

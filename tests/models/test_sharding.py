@@ -20,7 +20,7 @@ from omnidirector_jax.config import load_config
 from omnidirector_jax.models import mmdit
 from omnidirector_jax.parallel import rules as rules_lib
 from omnidirector_jax.parallel.mesh import make_mesh
-from omnidirector_jax.parallel.partition import ShardedModel
+from omnidirector_jax.train.partition import ShardedModel
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
