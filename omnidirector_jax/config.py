@@ -362,6 +362,9 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     if m.backbone == "wan" and (m.single_depth or m.ffn_dim < 0 or m.segment_ref_frames < 0):
         raise ConfigError(f"model: the wan backbone needs single_depth 0 (got {m.single_depth}), ffn_dim >= 0 "
                           f"(got {m.ffn_dim}) and segment_ref_frames >= 0 (got {m.segment_ref_frames})")
+    if m.segment_embed and m.segment_ref_frames != s.ref_frames:
+        raise ConfigError(f"model.segment_ref_frames: {m.segment_ref_frames} must equal shape.ref_frames "
+                          f"{s.ref_frames}")
     if m.backbone == "mmdit" and (m.trainable != "all" or m.segment_embed):
         raise ConfigError("model.trainable/model.segment_embed: only the wan backbone has them")
     if m.single_depth < 0:

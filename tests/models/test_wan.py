@@ -107,6 +107,12 @@ def test_zero_segment_embedding_is_the_pretrained_function(reference):
     assert _rel(np.asarray(moved), np.asarray(ours)) > 1e-3
 
 
+def test_default_segments_follow_the_frame_layout():
+    frame_t = jnp.array([[0, 0, 0, 0.5, 0.5], [0, 0, 0.3, 0.3, 0.3]])
+    np.testing.assert_array_equal(wan.default_segments(frame_t, 1), [[1, 2, 2, 0, 0], [1, 2, 0, 0, 0]])
+    np.testing.assert_array_equal(wan.default_segments(frame_t, 2), [[1, 1, 2, 0, 0], [1, 1, 0, 0, 0]])
+
+
 def test_text_mask_zeroes_padding_as_the_wan_pipeline_does(reference):
     ref, folder = reference
     model = wan.load_wan_transformer(folder)
@@ -182,6 +188,8 @@ def test_trainable_filter_keeps_self_attention_and_segment_table():
     assert len(jax.tree.leaves(everything)) > len(jax.tree.leaves(train))
     with pytest.raises(Exception, match="only the wan backbone"):
         load_config(ROOT / "configs/tiny_cpu.yaml", ["model.trainable=self_attention"], num_devices=None)
+    with pytest.raises(Exception, match="must equal shape.ref_frames"):
+        load_config(ROOT / "configs/wan_tiny_cpu.yaml", ["shape.ref_frames=2"], num_devices=None)
 
 
 def test_convert_wan_round_trip(reference, tmp_path):
