@@ -30,6 +30,7 @@ MESH_AXES = ("data", "fsdp", "context", "tensor")
 ATTENTION_IMPLS = ("xla", "cudnn", "splash")
 REMAT_POLICIES = ("none", "full", "save_dots", "offload")
 DTYPES = ("float32", "bfloat16", "float16")
+BACKBONES = ("mmdit", "wan")
 
 # Logical axis -> mesh axes. Parameters: embed (model width), mlp, heads, kv (head dim), modulation (AdaLN
 # output), layers (stacked blocks), patch/text_embed (input features). Activations: activation_*.
@@ -75,6 +76,12 @@ class ModelConfig:
     param_dtype: str = "float32"
     remat: str = "none"
     scan_layers: bool = True  # False unrolls the block loop (same parameter layout)
+    backbone: str = "mmdit"  # mmdit | wan (Wan 2.1 DiT, models/wan.py)
+    ffn_dim: int = 0  # wan: MLP width (0: mlp_ratio * hidden_size)
+    cross_attn_norm: bool = True  # wan: affine LayerNorm before the cross-attention
+    segment_embed: bool = False  # wan: zero-initialised [3, D] embedding of target / reference / grid frames
+    segment_ref_frames: int = 1  # wan: leading clean frames taken as the reference (the other clean ones: grid)
+    trainable: str = "all"  # all | self_attention (wan: freeze all but self-attention and the new parameters)
 
     @property
     def head_dim(self) -> int:
@@ -443,6 +450,17 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     if cfg.data.workers < 0 or cfg.data.prefetch < 1:
         raise ConfigError(f"data.workers must be >= 0 and data.prefetch >= 1, got {cfg.data.workers}, "
                           f"{cfg.data.prefetch}")
+    if m.backbone not in BACKBONES or m.trainable not in ("all", "self_attention"):
+        raise ConfigError(f"model.backbone/model.trainable: '{m.backbone}'/'{m.trainable}' not in "
+                          f"{'|'.join(BACKBONES)} / all|self_attention")
+    if m.backbone == "wan" and (m.single_depth or m.ffn_dim < 0 or m.segment_ref_frames < 0):
+        raise ConfigError(f"model: the wan backbone needs single_depth 0 (got {m.single_depth}), ffn_dim >= 0 "
+                          f"(got {m.ffn_dim}) and segment_ref_frames >= 0 (got {m.segment_ref_frames})")
+    if m.segment_embed and m.segment_ref_frames != s.ref_frames:
+        raise ConfigError(f"model.segment_ref_frames: {m.segment_ref_frames} must equal shape.ref_frames "
+                          f"{s.ref_frames}")
+    if m.backbone == "mmdit" and (m.trainable != "all" or m.segment_embed):
+        raise ConfigError("model.trainable/model.segment_embed: only the wan backbone has them")
     if m.single_depth < 0:
         raise ConfigError(f"model.single_depth: must be >= 0, got {m.single_depth}")
     if m.hidden_size % m.num_heads:

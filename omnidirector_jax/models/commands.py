@@ -1,10 +1,8 @@
-"""CLI commands of the models package: `omnidirector bench model`."""
+"""CLI commands of the models package: `omnidirector bench model`, `omnidirector convert-wan`."""
 
 from __future__ import annotations
 
 import click
-
-COMMANDS: list[click.Command] = []
 
 
 @click.command("model")
@@ -15,7 +13,8 @@ COMMANDS: list[click.Command] = []
 @click.option("--steps", type=int, default=None, help="Timed steps (default: bench.steps).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def bench_model(config_path: str, overrides: tuple[str, ...], steps: int | None, as_json: bool) -> None:
-    """Parameters, tokens, analytic FLOPs, step time, TFLOP/s and MFU of the MMDiT forward and train step."""
+    """Parameters, tokens, analytic FLOPs, step time, TFLOP/s and MFU of the model's (`model.backbone`: MMDiT or
+    Wan) forward and train step."""
     import json
     import time
 
@@ -97,3 +96,39 @@ def bench_model(config_path: str, overrides: tuple[str, ...], steps: int | None,
 
 
 BENCH_COMMANDS: list[click.Command] = [bench_model]
+
+
+@click.command("convert-wan")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(), help="Checkpoint folder to write (must not exist).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="ModelConfig field override, repeatable (e.g. --set segment_embed=true --set dtype=bfloat16).")
+def convert_wan(folder: str, out: str, overrides: tuple[str, ...]) -> None:
+    """Converts a diffusers Wan 2.1 T2V `transformer/` FOLDER (safetensors) into an Orbax checkpoint:
+    OUT/params (the NNX parameters) and OUT/model_config.json; `omnidirector train --set init.from=OUT`
+    starts from it."""
+    import os
+
+    import yaml
+
+    from omnidirector_jax.errors import ConfigError
+    from omnidirector_jax.models import backbones, flops, wan
+
+    if os.path.exists(out):
+        raise click.ClickException(f"{out} exists; choose a new --out folder")
+    fields = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        fields[key.strip().removeprefix("model.")] = yaml.safe_load(raw)
+    model = wan.load_wan_transformer(folder, **fields)
+    backbones.save_converted(model, model.cfg, out)
+    from omnidirector_jax.config import Config
+
+    n = flops.count_params(Config(model=model.cfg))
+    m = model.cfg
+    click.echo(f"{folder} -> {out}: Wan {m.depth} layers, width {m.hidden_size}, {n / 1e9:.3f} B params")
+
+
+COMMANDS: list[click.Command] = [convert_wan]

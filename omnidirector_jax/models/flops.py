@@ -1,4 +1,4 @@
-"""Analytic FLOP counter for the MMDiT and an MFU helper.
+"""Analytic FLOP counter for the MMDiT and the Wan backbone (`model.backbone`), and an MFU helper.
 
 Counts matrix-product FLOPs (`2·m·n·k`), per component, for one forward pass over a batch:
 `patch_embed` (3D-conv patchify and the unpatchify head), `embed` (text, pooled-text and timestep MLPs),
@@ -62,8 +62,10 @@ class FlopCount:
 
 
 def count_params(cfg: Config) -> int:
-    """Parameter count from the config (matches the NNX model; checked in the tests)."""
+    """Parameter count from the config (matches the NNX model, either backbone; checked in the tests)."""
     m = cfg.model
+    if m.backbone == "wan":
+        return _wan_params(cfg)
     d, mlp, dt = m.hidden_size, m.mlp_dim, m.text_dim
     p = m.latent_channels * m.patch_size[0] * m.patch_size[1] * m.patch_size[2]
     lin = lambda i, o, bias=True: i * o + (o if bias else 0)  # noqa: E731
@@ -76,7 +78,9 @@ def count_params(cfg: Config) -> int:
 
 
 def count_flops(cfg: Config, batch: int | None = None) -> FlopCount:
-    """Matmul FLOPs of the MMDiT forward for `cfg.shape` (global batch unless `batch` is given)."""
+    """Matmul FLOPs of the forward for `cfg.shape` (global batch unless `batch` is given), either backbone."""
+    if cfg.model.backbone == "wan":
+        return _wan_flops(cfg, batch)
     m, s = cfg.model, cfg.shape
     b = s.batch_size if batch is None else batch
     pt, ph, pw = m.patch_size
@@ -103,6 +107,51 @@ def count_flops(cfg: Config, batch: int | None = None) -> FlopCount:
     blocks = f["projections"] + f["attention"] + f["mlp"] + f["modulation"] - mm(b * frames, d, 2 * d)
     recompute = blocks if m.remat != "none" else 0.0
     return FlopCount(f, recompute, 12.0 * count_params(cfg), n, l_txt)
+
+
+# ------------------------------------------------------------------------------------------ Wan backbone
+
+
+def _wan_params(cfg: Config) -> int:
+    """Parameters of `models/wan.py`'s WanModel (the diffusers Wan 2.1 count, plus the segment table if on)."""
+    m = cfg.model
+    d, dt, f = m.hidden_size, m.text_dim, m.ffn_dim or m.mlp_dim
+    p = m.latent_channels * m.patch_size[0] * m.patch_size[1] * m.patch_size[2]
+    lin = lambda i, o: i * o + o  # noqa: E731
+    block = (6 * d + lin(d, 3 * d) + 2 * d + lin(d, d)  # table, self-attention (qkv, QK norms, out)
+             + (2 * d if m.cross_attn_norm else 0) + lin(d, d) + lin(d, 2 * d) + 2 * d + lin(d, d)  # cross-attention
+             + lin(d, f) + lin(f, d))
+    embed = lin(p, d) + lin(dt, d) + lin(d, d) + lin(m.freq_dim, d) + lin(d, d) + lin(d, 6 * d)
+    head = 2 * d + lin(d, p) + (3 * d if m.segment_embed else 0)
+    return embed + m.depth * block + head
+
+
+def _wan_flops(cfg: Config, batch: int | None) -> FlopCount:
+    """Wan forward: `projections` (self-attention q/k/v and output), `attention` (self QKᵀ and AV over the visual
+    tokens), `cross_attention` (q, text k/v, output and the QKᵀ/AV against the text), `mlp`, `modulation` (the
+    shared `time_proj`, per frame; the per-block tables are additions), `embed`, `patch_embed`."""
+    m, s = cfg.model, cfg.shape
+    b = s.batch_size if batch is None else batch
+    pt, ph, pw = m.patch_size
+    lh, lw = s.latent_hw
+    frames = s.total_frames // pt
+    n = frames * (lh // ph) * (lw // pw)
+    lt, d, dt, ff = m.text_len, m.hidden_size, m.text_dim, m.ffn_dim or m.mlp_dim
+    p = m.latent_channels * pt * ph * pw
+    mm = lambda rows, k, o: 2.0 * rows * k * o  # noqa: E731
+    layers = m.depth
+    f = {
+        "patch_embed": mm(b * n, p, d) + mm(b * n, d, p),
+        "embed": mm(b * lt, dt, d) + mm(b * lt, d, d) + mm(b * frames, m.freq_dim, d) + mm(b * frames, d, d),
+        "projections": layers * (mm(b * n, d, 3 * d) + mm(b * n, d, d)),
+        "attention": layers * 2 * mm(b * n, n, d),
+        "cross_attention": layers * (2 * mm(b * n, d, d) + mm(b * lt, d, 2 * d) + 2 * mm(b * n, lt, d)),
+        "mlp": layers * 2 * mm(b * n, d, ff),
+        "modulation": mm(b * frames, d, 6 * d),
+    }
+    blocks = f["projections"] + f["attention"] + f["cross_attention"] + f["mlp"]
+    recompute = blocks if m.remat != "none" else 0.0
+    return FlopCount(f, recompute, 12.0 * count_params(cfg), n, lt)
 
 
 # ------------------------------------------------------------------------------------------------- MFU

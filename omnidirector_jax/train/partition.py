@@ -22,7 +22,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from omnidirector_jax.config import Config
-from omnidirector_jax.models import mmdit
+from omnidirector_jax.models import backbones, mmdit
 from omnidirector_jax.parallel import rules as rules_lib
 
 Batch = dict[str, jax.Array]
@@ -53,10 +53,10 @@ class ShardedModel:
     def create(cls, cfg: Config, mesh: Mesh, seed: int | None = None) -> ShardedModel:
         """Initialises the parameters inside one jit whose outputs are already sharded."""
         seed = cfg.train.seed if seed is None else seed
-        abstract = nnx.eval_shape(lambda: mmdit.create_model(cfg.model, seed))
+        abstract = nnx.eval_shape(lambda: backbones.create_model(cfg.model, seed))
         graphdef, abs_state = nnx.split(abstract)
         shardings = rules_lib.param_shardings(abs_state, mesh, cfg.mesh.rules)
-        init = jax.jit(lambda: nnx.state(mmdit.create_model(cfg.model, seed)), out_shardings=shardings)
+        init = jax.jit(lambda: nnx.state(backbones.create_model(cfg.model, seed)), out_shardings=shardings)
         return cls(cfg, mesh, graphdef, init(), shardings)
 
     def place(self, state: Any) -> Any:
@@ -106,11 +106,11 @@ class ShardedModel:
     @classmethod
     def from_abstract(cls, cfg: Config, mesh: Mesh) -> ShardedModel:
         """Graphdef and shardings only (no parameters): place a state with :meth:`place`."""
-        graphdef, abstract = mmdit.abstract_model(cfg.model)
+        graphdef, abstract = backbones.abstract_model(cfg.model)
         return cls(cfg, mesh, graphdef, None, rules_lib.param_shardings(abstract, mesh, cfg.mesh.rules))
 
     def _abstract_state(self) -> Any:
-        return jax.eval_shape(lambda: nnx.state(mmdit.create_model(self.cfg.model)))
+        return jax.eval_shape(lambda: nnx.state(backbones.create_model(self.cfg.model)))
 
     def opt_shardings(self, tx: optax.GradientTransformation) -> Any:
         """Optimizer-state shardings: moments like their parameters, scalars (counts) replicated."""
