@@ -343,6 +343,8 @@ def prepare_output(config: BuildConfig, out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise BuildError(f"--out {out} exists and is not a folder")
     build = out / BUILD_NAME
+    if (out / R.MANIFEST_NAME).is_file():
+        R.read_manifest(out)  # a manifest from a newer schema (or corrupt): say so and touch nothing
     if build.is_file():
         try:
             previous = json.loads(build.read_text(encoding="utf-8"))
@@ -354,8 +356,6 @@ def prepare_output(config: BuildConfig, out: Path) -> None:
             raise BuildError(f"{out} was built with other settings ({', '.join(diff)} differ); use the same "
                              "options to resume, or another --out")
     elif out.is_dir() and any(out.iterdir()):
-        if (out / R.MANIFEST_NAME).is_file():
-            R.read_manifest(out)  # a newer schema or a corrupt manifest: say so, touch nothing
         raise BuildError(f"{out} is not empty and holds no {BUILD_NAME}: choose an empty or new folder")
     R.atomic_write_json(build, config.to_json())
 
