@@ -243,12 +243,15 @@ def video_records(config: BuildConfig, rel: str) -> tuple[list[R.ClipRecord], li
     shot_of = traj.shot_index()
     failed = set(rep["failed_shots"])
     kept, is_cut = sampled_timeline(num, step, traj.cuts)
+    cut_set = set(traj.cuts)
     stride = config.stride or config.frames
     recs, skipped = [], []
     fps = video.fps / step
     for p in range(0, len(kept) - config.frames + 1, stride):
         idx = kept[p:p + config.frames]
-        cuts = tuple(int(i) for i in np.flatnonzero(is_cut[p:p + config.frames]))
+        flags = is_cut[p:p + config.frames].copy()
+        flags[0] = int(idx[0]) in cut_set  # a cut just before the clip starts does not concern it
+        cuts = tuple(int(i) for i in np.flatnonzero(flags))
         live = np.setdiff1d(np.arange(config.frames), cuts)
         bad = sorted({int(s) for s in shot_of[idx[live]] if s in failed})
         if bad:
