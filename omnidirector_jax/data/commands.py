@@ -147,6 +147,8 @@ def data_info_command(directory, as_json, sheet, examples, verify):
     click.echo("classes: " + (", ".join(f"{k} {v}" for k, v in info["classes"].items()) or "-"))
     ids = info["ids"]
     click.echo(f"ids: {', '.join(ids[:8])}{', …' if len(ids) > 8 else ''}")
+    if not info["complete"]:
+        click.echo("partial: some inputs are not built yet (other --shard parts, or an unfinished build)")
     if verify:
         click.echo("verified: every shard matches its checksum and every record decodes")
     if sheet:
