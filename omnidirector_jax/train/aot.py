@@ -22,6 +22,9 @@ from omnidirector_jax.errors import OmniDirectorError
 HBM_GIB = {"v4": 32, "v5e": 16, "v5": 95, "v5p": 95, "v6e": 32}
 
 
+TPU_DEFAULTS = ("conditions.raster_method=tiled", "model.attention=splash")
+
+
 def hbm_bytes(topology: str) -> int:
     gen = topology.split(":")[0].lower()
     if gen not in HBM_GIB:
@@ -73,9 +76,9 @@ def compile_for_topology(config_path: str, topology: str, overrides: list[str], 
     from omnidirector_jax.train.step import batch_shardings, make_train_step
 
     devices = topology_devices(topology, num_slices)
-    # TPUs want the tiled rasterizer (scatter is slow there) unless the overrides say otherwise.
-    defaults = [] if any(o.startswith("conditions.raster_method") for o in overrides) else [
-        "conditions.raster_method=tiled"]
+    # On TPU: the tiled rasterizer (scatter is slow there) and splash attention (XLA's materialises the full
+    # score matrix), unless the overrides choose otherwise.
+    defaults = [d for d in TPU_DEFAULTS if not any(o.startswith(d.split("=")[0] + "=") for o in overrides)]
     cfg = load_config(config_path, [*defaults, *overrides], num_devices=len(devices))
     mesh = make_mesh(cfg.mesh, devices)
     layout = make_layout(cfg, mesh)
@@ -85,7 +88,8 @@ def compile_for_topology(config_path: str, topology: str, overrides: list[str], 
     report: dict[str, Any] = {"config": cfg.name, "topology": topology, "num_slices": num_slices,
                               "devices": len(devices), "device_kind": devices[0].device_kind,
                               "mesh": dict(mesh.shape), "batch": cfg.shape.batch_size,
-                              "raster_method": cfg.conditions.raster_method, "hbm_per_device": hbm_bytes(topology)}
+                              "raster_method": cfg.conditions.raster_method, "attention": cfg.model.attention,
+                              "hbm_per_device": hbm_bytes(topology)}
     t0 = time.perf_counter()
     step = make_train_step(cfg, layout, conditioner, batch, frozen)
     try:

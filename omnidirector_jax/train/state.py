@@ -20,21 +20,23 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from omnidirector_jax.config import Config, ModelConfig
+from omnidirector_jax.models import backbones
 from omnidirector_jax.parallel import rules as rules_lib
 
 State = dict[str, Any]
 
 
 def create_model(cfg: ModelConfig, seed: int = 0) -> nnx.Module:
-    """The configured backbone with unsharded parameters."""
-    from omnidirector_jax.models import mmdit
+    """The configured backbone (`model.backbone`) with unsharded parameters."""
+    return backbones.create_model(cfg, seed)
 
-    backbone = getattr(cfg, "backbone", "mmdit")
-    if backbone != "mmdit":
-        from omnidirector_jax.models import backbones
 
-        return backbones.create_model(cfg, seed)
-    return mmdit.create_model(cfg, seed)
+def trainable_labels(model: nnx.Module, cfg: ModelConfig) -> Any:
+    """Pure-dict tree like the parameters: 'train' where `model.trainable` trains them, else 'freeze'."""
+    trained = {path for path, _ in nnx.to_flat_state(nnx.state(model, backbones.trainable_filter(cfg)))}
+    flat = nnx.to_flat_state(nnx.state(model))
+    labels = nnx.State.from_flat_path([(path, "train" if path in trained else "freeze") for path, _ in flat])
+    return labels.to_pure_dict()
 
 
 def learning_rate_schedule(cfg: Config) -> optax.Schedule:
@@ -47,12 +49,16 @@ def learning_rate_schedule(cfg: Config) -> optax.Schedule:
                                               max(t.steps, t.warmup_steps + 1), t.learning_rate * t.min_lr_ratio)
 
 
-def make_optimizer(cfg: Config) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW (weight decay on matrices only, not on norms and biases)."""
+def make_optimizer(cfg: Config, labels: Any | None = None) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW (weight decay on matrices only, not on norms and biases). `labels`
+    ('train' / 'freeze' per parameter) keeps frozen parameters fixed (no moments are kept for them)."""
     t = cfg.train
     adamw = optax.adamw(learning_rate_schedule(cfg), b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay,
                         mask=lambda params: jax.tree.map(lambda p: p.ndim >= 2, params))
-    return optax.chain(optax.clip_by_global_norm(t.grad_clip), adamw) if t.grad_clip > 0 else adamw
+    tx = optax.chain(optax.clip_by_global_norm(t.grad_clip), adamw) if t.grad_clip > 0 else adamw
+    if labels is not None and any(v == "freeze" for v in jax.tree.leaves(labels)):
+        tx = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
+    return tx
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +83,7 @@ def make_layout(cfg: Config, mesh: Mesh) -> StateLayout:
     graphdef, abs_params = nnx.split(model_abs)
     param_sh = rules_lib.param_shardings(abs_params, mesh, cfg.mesh.rules).to_pure_dict()
     abs_params = abs_params.to_pure_dict()
-    tx = make_optimizer(cfg)
+    tx = make_optimizer(cfg, trainable_labels(model_abs, cfg.model))
     replicated = NamedSharding(mesh, PartitionSpec())
     abs_opt = jax.eval_shape(tx.init, abs_params)
     opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_sh, transform_non_params=lambda _: replicated)

@@ -58,7 +58,13 @@ BAD = {
     "rule_axis": (["mesh.rules.embed=model"], "mesh.rules.embed: 'model' is not a mesh axis"),
     "unknown_preset": (["mesh=ring"], "mesh: unknown preset 'ring'"),
     "not_key_value": (["model.depth"], "override 'model.depth' is not of the form key=value"),
-    "frames": (["shape.frames=6"], "shape.frames: 6 must be 1 + a multiple of shape.vae_temporal 4"),
+    "frames": (["conditions.encoder=vae", "shape.vae_spatial=8", "shape.vae_temporal=4", "model.latent_channels=16",
+                "shape.frames=6"], "shape.frames: 6 must be 1 + a multiple of shape.vae_temporal 4"),
+    "pixel_channels": (["model.latent_channels=16"], "model.latent_channels: the pixel encoder makes 3 x "
+                                                     "shape.vae_spatial^2 = 48 channels, got 16"),
+    "vae_geometry": (["conditions.encoder=vae"], "the Wan VAE compresses 8x and 4x, got 4 and 1"),
+    "bad_probability": (["train.self_recon_prob=1.5"], "train.self_recon_prob: must be in [0, 1], got 1.5"),
+    "bad_raster": (["conditions.raster_method=splat"], "conditions.raster_method: 'splat' is not one of"),
     "batch_vs_mesh": (["shape.batch_size=4"], "shape.batch_size: 4 is not divisible by data x fsdp = 8"),
 }
 
@@ -71,6 +77,11 @@ def test_invalid_config_fails_with_one_line(case):
     text = str(err.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_scientific_floats_and_keyword_keys():
+    cfg = load_config(TINY, ["train.learning_rate=1e-3", "init.from=/some/ckpt"], num_devices=8)
+    assert cfg.train.learning_rate == 1e-3 and cfg.init.from_ == "/some/ckpt"
 
 
 def test_bad_files(tmp_path):
