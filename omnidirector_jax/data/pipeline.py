@@ -39,6 +39,7 @@ import grain
 import numpy as np
 
 from omnidirector_jax.config import Config
+from omnidirector_jax.data.record_view import read_clip
 from omnidirector_jax.errors import OmniDirectorError
 
 PIPELINE_STATE_VERSION = 1
@@ -89,8 +90,15 @@ def decode_flag(src_hw: tuple[int, int], dst_hw: tuple[int, int], jpeg: bool) ->
     return cv2.IMREAD_COLOR_RGB
 
 
-def decode_image(buf: bytes | np.ndarray, dst_hw: tuple[int, int], flag: int) -> np.ndarray:
-    """Compressed image -> (H, W, 3) uint8 RGB at `dst_hw` (INTER_AREA when the decoded size differs)."""
+def decode_image(buf: bytes | memoryview, dst_hw: tuple[int, int], flag: int,
+                 raw_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Stored image -> (H, W, 3) uint8 RGB at `dst_hw` (INTER_AREA when the decoded size differs).
+    JPEG/PNG bytes are decoded with `flag`; `raw_hw` means uncompressed RGB bytes of that size."""
+    if raw_hw is not None:
+        img = np.frombuffer(buf, np.uint8)
+        if img.size != raw_hw[0] * raw_hw[1] * 3:
+            raise OmniDirectorError(f"a stored raw frame has {img.size} bytes, expected {raw_hw} x 3")
+        return resize_image(img.reshape(*raw_hw, 3), dst_hw)
     img = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
     if img is None:
         raise OmniDirectorError("a stored frame could not be decoded (corrupt JPEG/PNG bytes)")
@@ -109,10 +117,6 @@ def resize_image(img: np.ndarray, dst_hw: tuple[int, int]) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ source
 
 
-def _is_jpeg(buf: bytes | np.ndarray) -> bool:
-    return bytes(buf[:2]) == b"\xff\xd8"
-
-
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What the pipeline needs from a dataset folder's manifest: its shards (in order) and their sizes."""
@@ -127,21 +131,16 @@ class DatasetInfo:
 
 
 def open_dataset(data_dir: str | Path) -> DatasetInfo:
-    """Reads the manifest of `data_dir` (via `records.read_manifest`) and checks every shard exists."""
+    """The shards of `data_dir` in manifest order (manifest validated by `records.read_manifest`)."""
+    from omnidirector_jax.data import records
+
     root = Path(data_dir)
-    if not root.is_dir():
-        raise OmniDirectorError(f"dataset folder {str(root)!r} does not exist")
-    manifest = json.loads((root / "manifest.json").read_text())  # PROVISIONAL until records.py lands
-    shards, counts = [], []
-    for entry in manifest["shards"]:
-        path = root / entry["path"]
-        if not path.is_file():
-            raise OmniDirectorError(f"dataset {str(root)!r}: shard {entry['path']!r} listed in the manifest is missing")
-        shards.append(path)
-        counts.append(int(entry["count"]))
-    if sum(counts) == 0:
+    manifest = records.read_manifest(root)  # missing folder/manifest/shard, newer schema: one clear error
+    entries = [e for e in manifest["shards"] if int(e["num_records"]) > 0]
+    if not entries:
         raise OmniDirectorError(f"dataset {str(root)!r} holds no records")
-    return DatasetInfo(root, tuple(shards), tuple(counts))
+    return DatasetInfo(root, tuple(root / e["path"] for e in entries),
+                       tuple(int(e["num_records"]) for e in entries))
 
 
 class ClipSource(grain.sources.RandomAccessDataSource):
@@ -228,8 +227,6 @@ class DecodeClip(grain.transforms.RandomMap):
         return ids[0], mask[0]
 
     def random_map(self, element: tuple[int, bytes], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        from omnidirector_jax.data.record_view import read_clip
-
         index, raw = element
         clip = read_clip(raw)
         t = self.frames
@@ -242,17 +239,20 @@ class DecodeClip(grain.transforms.RandomMap):
         else:
             start = int(rng.integers(0, n - t + 1))
         src_hw = clip.frame_hw
-        first = clip.frames[start]
-        flag = decode_flag(src_hw, self.hw, _is_jpeg(first))
+        flag = decode_flag(src_hw, self.hw, clip.image_format == "jpeg")
+        raw_hw = src_hw if clip.image_format == "raw" else None
         video = np.empty((t, *self.hw, 3), np.uint8)
         for i in range(t):
-            video[i] = decode_image(clip.frames[start + i], self.hw, flag)
+            video[i] = decode_image(clip.frames[start + i], self.hw, flag, raw_hw)
+        # The reference image is usually frame 0: decode it once when the crop starts there.
+        ref = video[0].copy() if clip.ref_is_frame0 and start == 0 else \
+            decode_image(clip.ref_image, self.hw, flag, raw_hw)
         sl = slice(start, start + t)
         text = clip.caption if not clip.camera_prompt else f"{clip.caption} {clip.camera_prompt}"
         ids, mask = self._tokenize(text)
         out = {
             "frames": video,
-            "ref_image": resize_image(clip.ref_image, self.hw),
+            "ref_image": ref,
             "w2c": np.asarray(clip.w2c[sl], np.float32),
             "K": scale_intrinsics(clip.K[sl], src_hw, self.hw),
             "dist": np.asarray(clip.dist[sl], np.float32),

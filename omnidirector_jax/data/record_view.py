@@ -1,17 +1,20 @@
 """What the pipeline reads of a clip record, without decoding the frames it does not need.
 
-`read_clip(raw)` turns the bytes of one ArrayRecord entry into a :class:`ClipView`: the cameras and texts
-decoded, the frames left as their stored JPEG/PNG bytes. It is the only place that knows the record layout of
-`omnidirector_jax.data.records`.
+`read_clip(raw)` turns the bytes of one record (layout: `omnidirector_jax.data.records`, a JSON header of
+fields and `[offset, nbytes]` spans over a payload) into a :class:`ClipView`: cameras, texts and the
+reference image decoded, the frames left as views of their stored JPEG/PNG/raw bytes, so the pipeline
+decodes only the frames of its crop, at the scale it needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from omnidirector_jax.data import records
 from omnidirector_jax.errors import OmniDirectorError
 
 
@@ -19,35 +22,67 @@ from omnidirector_jax.errors import OmniDirectorError
 class ClipView:
     """One clip: T frames as compressed bytes, per-frame cameras, texts.
 
-    frames: T JPEG/PNG byte strings of `frame_hw`; w2c (T,3,4); K (T,3,3) in pixels of `frame_hw`; dist (T,4);
-    cuts: transition frame indices; valid (T,) bool; ref_image (H,W,3) uint8 RGB; latents / ref_latent or None.
+    frames: T byte views of `frame_hw` images in `image_format` ("jpeg" | "png" | "raw"); w2c (T,3,4); K (T,3,3)
+    in pixels of `frame_hw`; dist (T,4); cuts: transition frame indices; valid (T,) bool; ref_image: its stored
+    bytes (`ref_is_frame0`: the same bytes as frame 0); latents / ref_latent or None.
     """
 
     id: str
-    frames: Sequence[bytes]
+    frames: Sequence[memoryview]
     frame_hw: tuple[int, int]
+    image_format: str
     w2c: np.ndarray
     K: np.ndarray
     dist: np.ndarray
     cuts: Sequence[int]
     valid: np.ndarray
-    ref_image: np.ndarray
+    ref_image: memoryview
+    ref_is_frame0: bool
     caption: str
     camera_prompt: str
     latents: np.ndarray | None = None
     ref_latent: np.ndarray | None = None
 
 
-def read_clip(raw: bytes) -> ClipView:
-    """Record bytes -> ClipView (frames not decoded)."""
-    import pickle  # PROVISIONAL until records.py lands: the test fixture pickles a dict of fields
+def _span(payload: memoryview, span: Sequence[int]) -> memoryview:
+    start, size = int(span[0]), int(span[1])
+    if start < 0 or size < 0 or start + size > len(payload):
+        raise records.RecordError("truncated record (a field runs past the end)")
+    return payload[start:start + size]
 
+
+def _array(payload: memoryview, spec: dict[str, Any]) -> np.ndarray:
+    dtype = records._np_dtype(spec["dtype"])  # bfloat16 via ml_dtypes, unknown names refused
+    shape = tuple(spec["shape"])
+    raw = _span(payload, spec["span"])
+    if len(raw) != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+        raise records.RecordError(f"record array has {len(raw)} bytes, inconsistent with {shape} {dtype}")
+    return np.frombuffer(raw, dtype).reshape(shape)  # read-only view: the pipeline copies what it keeps
+
+
+def read_clip(raw: bytes) -> ClipView:
+    """Record bytes -> ClipView (frames not decoded). A damaged record raises `RecordError` (one line)."""
+    header, payload = records.read_header(raw)
     try:
-        f = pickle.loads(raw)
-        return ClipView(f["id"], f["frames"], tuple(f["frame_hw"]), f["w2c"], f["K"], f["dist"], f["cuts"],
-                        f["valid"], f["ref_image"], f["caption"], f["camera_prompt"], f.get("latents"),
-                        f.get("ref_latent"))
+        shape = header["frame_shape"]
+        arrays = header["arrays"]
+        frames = [_span(payload, s) for s in header["frames"]]
+        num = int(shape[0])
+        if len(frames) != num:
+            raise records.RecordError(f"record lists {len(frames)} frames for a {num}-frame shape")
+        valid_spec = header["meta_arrays"].get("valid")
+        valid = _array(payload, valid_spec) if valid_spec else np.ones(num, bool)
+        ref = header["ref_image"]
+        return ClipView(
+            id=header["id"], frames=frames, frame_hw=(int(shape[1]), int(shape[2])),
+            image_format=header["image_format"], w2c=_array(payload, arrays["w2c"]),
+            K=_array(payload, arrays["K"]), dist=_array(payload, arrays["dist"]),
+            cuts=[int(c) for c in header["cuts"]], valid=valid,
+            ref_image=frames[0] if ref == "frame0" else _span(payload, ref), ref_is_frame0=ref == "frame0",
+            caption=header["caption"], camera_prompt=header["camera_prompt"],
+            latents=_array(payload, arrays["latents"]) if "latents" in arrays else None,
+            ref_latent=_array(payload, arrays["ref_latent"]) if "ref_latent" in arrays else None)
     except OmniDirectorError:
         raise
-    except Exception as err:  # noqa: BLE001 (any parse failure of stored bytes means a damaged record)
-        raise OmniDirectorError(f"a record could not be parsed: {type(err).__name__}: {err}") from None
+    except (KeyError, TypeError, IndexError, ValueError) as err:
+        raise records.RecordError(f"corrupt record header (missing or malformed field {err})") from None

@@ -58,17 +58,17 @@ def test_batch_contract(dataset):
         clip = clips[int(batch["index"][row])]
         start = int(round(batch["w2c"][row, 0, 0, 3])) - 100 * int(batch["index"][row])  # x = t + 100 i
         assert 0 <= start <= 9 - t
-        want = [cv2.resize(f, (16, 16), interpolation=cv2.INTER_AREA) for f in clip["pixels"][start:start + t]]
+        want = [cv2.resize(f, (16, 16), interpolation=cv2.INTER_AREA) for f in clip.frames[start:start + t]]
         np.testing.assert_array_equal(batch["frames"][row], np.stack(want))
         np.testing.assert_array_equal(batch["ref_image"][row],
-                                      cv2.resize(clip["ref_image"], (16, 16), interpolation=cv2.INTER_AREA))
-        np.testing.assert_array_equal(batch["valid"][row], clip["valid"][start:start + t])
-        np.testing.assert_allclose(batch["K"][row, 0, 0, 0], clip["K"][0, 0, 0] / 2)
-        cut = [c - start for c in clip["cuts"] if start <= c < start + t]
-        shots = pl.frame_shots(clip["cuts"], start, t)
+                                      cv2.resize(clip.ref_image, (16, 16), interpolation=cv2.INTER_AREA))
+        np.testing.assert_array_equal(batch["valid"][row], clip.valid[start:start + t])
+        np.testing.assert_allclose(batch["K"][row, 0, 0, 0], clip.K[0, 0, 0] / 2)
+        cut = [c - start for c in clip.cuts if start <= c < start + t]
+        shots = pl.frame_shots(clip.cuts, start, t)
         np.testing.assert_array_equal(batch["frame_shot"][row], shots)
         assert [i for i in range(t) if shots[i] == -1] == cut
-        text = clip["caption"] + (f" {clip['camera_prompt']}" if clip["camera_prompt"] else "")
+        text = clip.caption + (f" {clip.camera_prompt}" if clip.camera_prompt else "")
         assert tok.decode(batch["text_ids"][row][batch["text_mask"][row]]) == text[: L - 1]
 
 
@@ -178,7 +178,7 @@ def test_corrupt_shard_gives_one_clear_error(tmp_path):
     cfg = _cfg()
     root = tmp_path / "d"
     write_dataset(root, 4, shards=2)
-    shard = root / "clips-00001.array_record"
+    shard = root / "shards/clips-00001.array_record"
     data = bytearray(shard.read_bytes())
     for k in range(200, 600, 3):  # inside the first record's chunk
         data[k] ^= 0xFF
@@ -207,3 +207,21 @@ def test_bench_data_bad_folder_is_one_error_line(tmp_path, capsys):
     assert main(["bench", "data", "--config", str(ROOT / "configs/tiny_cpu.yaml"), "--data",
                  str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.strip().startswith("error: dataset folder")
+
+
+def test_jpeg_frames_match_records_decode(tmp_path):
+    """At the stored size the pipeline's frames are exactly what `records.decode_record` gives."""
+    from omnidirector_jax.data import records
+
+    root = tmp_path / "jpeg"
+    recs = write_dataset(root, 4, shards=1, image_format="jpeg", smooth=True)
+    cfg = _cfg("shape.height=32", "shape.width=32", "shape.batch_size=4")
+    batch = next(pl.make_pipeline(cfg, root, process_index=0, process_count=1, workers=0))
+    source = records.open_dataset(root)
+    for row, index in enumerate(batch["index"]):
+        start = int(round(batch["w2c"][row, 0, 0, 3])) - 100 * int(index)
+        want = source.record(int(index), frames=list(range(start, start + 5)))
+        np.testing.assert_array_equal(batch["frames"][row], want.frames)
+        np.testing.assert_array_equal(batch["ref_image"][row], want.ref_image)
+        np.testing.assert_array_equal(pl.frame_shots(recs[int(index)].cuts, 0, 9),
+                                      records.shot_index(9, recs[int(index)].cuts))
