@@ -197,8 +197,12 @@ def _first_line(err: BaseException) -> str:
 class _TagIndex(grain.transforms.MapWithIndex):
     """(index, raw) pairs: the record's global index travels with it through the shuffle."""
 
+    def __init__(self, num_records: int) -> None:
+        self.num_records = num_records
+
     def map_with_index(self, index: int, element: bytes) -> tuple[int, bytes]:
-        return index, element
+        # After `repeat`, indices run past the end (Grain reads index mod len): report the record's own.
+        return index % self.num_records, element
 
 
 # ------------------------------------------------------------------------------------------------ decode
@@ -322,7 +326,7 @@ def make_dataset(cfg: Config, data_dir: str | Path, *, seed: int | None = None, 
     decode = DecodeClip(s.frames, s.height, s.width, cfg.model.text_len, s.latent_frames,
                         cfg.data.tokenizer or None)
     ds = (grain.MapDataset.source(source)
-          .map_with_index(_TagIndex())
+          .map_with_index(_TagIndex(len(source)))
           .shuffle(seed=seed)
           .repeat(None)  # reseeded each epoch: a new order every epoch, still deterministic
           [process_index::process_count]

@@ -107,6 +107,8 @@ def test_restored_state_yields_exactly_the_next_batches(dataset):
     _take(it, 3)  # crosses the first epoch (16 records, batches of 8)
     state = json.dumps(pl.iterator_state(it))
     expected = _take(it, 3)
+    epoch = np.concatenate([b["index"] for b in expected[1:]])  # the third epoch: every record once
+    assert sorted(epoch.tolist()) == list(range(N))
     fresh = pl.restore_iterator(pl.make_pipeline(cfg, root, process_index=0, process_count=1, workers=0), state)
     _same(_take(fresh, 3), expected)
 
@@ -215,7 +217,7 @@ def test_jpeg_frames_match_records_decode(tmp_path):
 
     root = tmp_path / "jpeg"
     recs = write_dataset(root, 4, shards=1, image_format="jpeg", smooth=True)
-    cfg = _cfg("shape.height=32", "shape.width=32", "shape.batch_size=4")
+    cfg = _cfg("shape.height=32", "shape.width=32")  # 8 examples: two epochs of the 4 records
     batch = next(pl.make_pipeline(cfg, root, process_index=0, process_count=1, workers=0))
     source = records.open_dataset(root)
     for row, index in enumerate(batch["index"]):
