@@ -52,10 +52,11 @@ _U32 = 2**32
 def frame_shots(cuts: Sequence[int], start: int, length: int) -> np.ndarray:
     """(length,) int32 shot ids of clip frames [start, start+length): maximal runs of non-cut frames
     numbered from 0 in the crop, -1 on cut frames (what `build_scene_jax` takes as `frame_shot`)."""
+    inside = [c - start for c in cuts if start <= c < start + length]
+    if not inside:  # the common case: one shot
+        return np.zeros(length, np.int32)
     is_cut = np.zeros(length, bool)
-    for c in cuts:
-        if start <= c < start + length:
-            is_cut[c - start] = True
+    is_cut[inside] = True
     # A shot starts at a non-cut frame that is the crop's first or follows a cut frame.
     starts = ~is_cut & np.concatenate([[True], is_cut[:-1]])
     shot = np.cumsum(starts) - 1
@@ -65,8 +66,10 @@ def frame_shots(cuts: Sequence[int], start: int, length: int) -> np.ndarray:
 def scale_intrinsics(K: np.ndarray, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> np.ndarray:
     """K (..., 3, 3) for an image resized from `src_hw` to `dst_hw`, pixel centres at integers:
     u' = (u + 0.5) * sx - 0.5, so focal and skew scale by sx and the principal point moves by 0.5 * (sx - 1)."""
-    sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
     out = np.array(K, dtype=np.float32, copy=True)
+    if tuple(src_hw) == tuple(dst_hw):
+        return out
+    sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
     out[..., 0, :] *= sx
     out[..., 1, :] *= sy
     out[..., 0, 2] += 0.5 * (sx - 1.0)
@@ -234,7 +237,7 @@ class DecodeClip(grain.transforms.RandomMap):
         index, raw = element
         clip = read_clip(raw)
         t = self.frames
-        n = len(clip.frames)
+        n = clip.num_frames
         if n < t:
             raise OmniDirectorError(f"record {clip.id!r} has {n} frames, the config needs shape.frames = {t}")
         if clip.latents is not None:
@@ -247,7 +250,7 @@ class DecodeClip(grain.transforms.RandomMap):
         raw_hw = src_hw if clip.image_format == "raw" else None
         video = np.empty((t, *self.hw, 3), np.uint8)
         for i in range(t):
-            video[i] = decode_image(clip.frames[start + i], self.hw, flag, raw_hw)
+            video[i] = decode_image(clip.frame(start + i), self.hw, flag, raw_hw)
         # The reference image is usually frame 0: decode it once when the crop starts there.
         ref = video[0].copy() if clip.ref_is_frame0 and start == 0 else \
             decode_image(clip.ref_image, self.hw, flag, raw_hw)
