@@ -21,7 +21,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 # The builder is loaded by path (tfds build, importlib): make the project importable from a checkout.
-_ROOT = Path(__file__).resolve().parents[2]
+_HERE = Path(__file__).resolve().parent
+_ROOT = _HERE.parents[1]
 if (_ROOT / "omnidirector_jax").is_dir() and str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
@@ -41,13 +42,19 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     )
 
     def _info(self) -> tfds.core.DatasetInfo:
+        # Frames keep their stored bytes (JPEG or PNG, as the dataset was built); OpenCV decodes either.
         frame = tfds.features.Image(shape=(None, None, 3), encoding_format=None)
-        return self.dataset_info_from_configs(
+        # The card and citation are read here rather than by `dataset_info_from_configs`, which needs the
+        # optional `importlib_resources` package to find this folder.
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=(_HERE / "README.md").read_text(encoding="utf-8"),
+            citation=(_HERE / "CITATIONS.bib").read_text(encoding="utf-8"),
             features=tfds.features.FeaturesDict({
                 "id": tfds.features.Text(doc="stable clip id: hash of the source and the frame range"),
                 "index": tfds.features.Scalar(np.int64, doc="the record's index in the dataset folder"),
                 "frames": tfds.features.Sequence(frame, doc="T frames, RGB, stored JPEG/PNG bytes"),
-                "ref_image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
+                "ref_image": frame,
                 "w2c": tfds.features.Tensor(shape=(None, 3, 4), dtype=np.float32, doc="world-to-camera, OpenCV"),
                 "K": tfds.features.Tensor(shape=(None, 3, 3), dtype=np.float32, doc="intrinsics, pixels"),
                 "dist": tfds.features.Tensor(shape=(None, 4), dtype=np.float32, doc="Kannala-Brandt k1..k4"),
@@ -57,7 +64,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "camera_prompt": tfds.features.Text(),
             }),
             supervised_keys=None,
-            homepage="https://github.com/",  # the project's own repository
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -69,14 +75,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         source = ClipSource(open_dataset(root))
         for index in range(len(source)):
             clip = read_clip(source[index])
-            ok, ref_png = cv2.imencode(".png", cv2.cvtColor(clip.ref_image, cv2.COLOR_RGB2BGR))
-            if not ok:
-                raise ValueError(f"could not encode the reference image of {clip.id!r}")
             yield clip.id, {
                 "id": clip.id,
                 "index": index,
-                "frames": [bytes(clip.frame(i)) for i in range(clip.num_frames)],
-                "ref_image": ref_png.tobytes(),
+                "frames": [_image_bytes(clip, clip.frame(i)) for i in range(clip.num_frames)],
+                "ref_image": _image_bytes(clip, clip.ref_image),
                 "w2c": np.asarray(clip.w2c, np.float32),
                 "K": np.asarray(clip.K, np.float32),
                 "dist": np.asarray(clip.dist, np.float32),
@@ -85,3 +88,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "caption": clip.caption,
                 "camera_prompt": clip.camera_prompt,
             }
+
+
+def _image_bytes(clip, stored: memoryview) -> bytes:
+    """Stored JPEG/PNG bytes as they are; raw RGB frames (a dataset built with `raw`) become PNG (lossless)."""
+    if clip.image_format != "raw":
+        return bytes(stored)
+    rgb = np.frombuffer(stored, np.uint8).reshape(*clip.frame_hw, 3)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"could not encode a frame of {clip.id!r} as PNG")
+    return png.tobytes()

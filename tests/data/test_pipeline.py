@@ -211,12 +211,13 @@ def test_bench_data_bad_folder_is_one_error_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: dataset folder")
 
 
-def test_jpeg_frames_match_records_decode(tmp_path):
+@pytest.mark.parametrize("image_format", ["jpeg", "raw"])
+def test_frames_match_records_decode(tmp_path, image_format):
     """At the stored size the pipeline's frames are exactly what `records.decode_record` gives."""
     from omnidirector_jax.data import records
 
-    root = tmp_path / "jpeg"
-    recs = write_dataset(root, 4, shards=1, image_format="jpeg", smooth=True)
+    root = tmp_path / image_format
+    recs = write_dataset(root, 4, shards=1, image_format=image_format, smooth=True)
     cfg = _cfg("shape.height=32", "shape.width=32")  # 8 examples: two epochs of the 4 records
     batch = next(pl.make_pipeline(cfg, root, process_index=0, process_count=1, workers=0))
     source = records.open_dataset(root)
