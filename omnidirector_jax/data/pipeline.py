@@ -6,7 +6,7 @@
 
 Order (deterministic for a seed and a process count): ArrayRecord source (tagged with the record's index) ->
 seeded global shuffle -> repeat (reshuffled each epoch) -> every `process_count`-th element from
-`process_index` -> decode + random temporal crop + resize (seeded `random_map`) -> batch (drop remainder) ->
+`process_index` -> decode + random temporal crop + resize (seeded by position) -> batch (drop remainder) ->
 `IterDataset` -> multiprocessing prefetch over `workers` processes when workers > 0.
 
 Host batch of b = batch_size // process_count examples (the contract the train step is written against):
@@ -211,12 +211,23 @@ class _TagIndex(grain.transforms.MapWithIndex):
 # ------------------------------------------------------------------------------------------------ decode
 
 
-class DecodeClip(grain.transforms.RandomMap):
-    """(index, raw record) -> one example of the batch contract, with a random temporal crop."""
+def _mix(a: int, b: int) -> int:
+    """splitmix64 of the pair (a, b): a cheap, well-mixed 64-bit hash (seeds the crop of one example)."""
+    z = (a * 0x9E3779B97F4A7C15 + b + 0x632BE59BD9B4E5BB) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return z ^ (z >> 31)
+
+
+class DecodeClip(grain.transforms.MapWithIndex):
+    """(index, raw record) -> one example of the batch contract, with a random temporal crop.
+
+    The crop is drawn from a hash of (seed, position in this process's stream): deterministic for a seed and
+    process count like Grain's `random_map`, without building a NumPy Generator per example (~30 us)."""
 
     def __init__(self, frames: int, height: int, width: int, text_len: int, latent_frames: int,
-                 tokenizer: str | None) -> None:
-        self.frames, self.hw, self.text_len = frames, (height, width), text_len
+                 tokenizer: str | None, seed: int) -> None:
+        self.frames, self.hw, self.text_len, self.seed = frames, (height, width), text_len, seed
         self.latent_frames, self.tokenizer_dir = latent_frames, tokenizer
         self._tokenizer: Any = None
 
@@ -233,7 +244,7 @@ class DecodeClip(grain.transforms.RandomMap):
         ids, mask = self._tokenizer([text], self.text_len)
         return ids[0], mask[0]
 
-    def random_map(self, element: tuple[int, bytes], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def map_with_index(self, position: int, element: tuple[int, bytes]) -> dict[str, np.ndarray]:
         index, raw = element
         clip = read_clip(raw)
         t = self.frames
@@ -244,7 +255,7 @@ class DecodeClip(grain.transforms.RandomMap):
             # A causal VAE's first k latent frames encode exactly the first 1 + 4(k-1) frames: crop at 0.
             start = 0
         else:
-            start = int(rng.integers(0, n - t + 1))
+            start = _mix(self.seed, position) % (n - t + 1)
         src_hw = clip.frame_hw
         flag = decode_flag(src_hw, self.hw, clip.image_format == "jpeg")
         raw_hw = src_hw if clip.image_format == "raw" else None
@@ -280,6 +291,50 @@ class DecodeClip(grain.transforms.RandomMap):
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
+
+# Grain's `shuffle` maps each index with `index_shuffle`, whose cost grows as the dataset shrinks (measured with
+# grain 0.2.18: 5 ms per element for 16 records, 0.5 ms for 256, 8 us for 10k, 5 us from 65k on). Below this
+# size a cached per-epoch permutation does the same job in well under a microsecond.
+_PERMUTATION_MAX = 1 << 16
+
+
+class _EpochPermutation(grain.MapDataset):
+    """Global shuffle by an explicit permutation per epoch (seeded by (seed, epoch)); reading past the end
+    (after `repeat`) selects the next epoch's permutation, as Grain's shuffle does."""
+
+    def __init__(self, parent: grain.MapDataset, seed: int) -> None:
+        super().__init__(parent)
+        self._seed = seed
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._parent)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        perm = self._cache.get(epoch)
+        if perm is None:
+            perm = np.random.default_rng([self._seed, epoch]).permutation(len(self._parent))
+            self._cache = {epoch: perm, **{e: p for e, p in self._cache.items() if e == epoch - 1}}
+        return perm
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        epoch, i = divmod(index, len(self._parent))
+        return self._parent[int(self._permutation(epoch)[i]) + epoch * len(self._parent)]
+
+    def __str__(self) -> str:
+        return f"EpochPermutation(seed={self._seed})"
+
+
+def _shuffle(ds: grain.MapDataset, seed: int) -> grain.MapDataset:
+    return _EpochPermutation(ds, seed) if len(ds) <= _PERMUTATION_MAX else ds.shuffle(seed=seed)
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,16 +382,16 @@ def make_dataset(cfg: Config, data_dir: str | Path, *, seed: int | None = None, 
     b = cfg.shape.batch_size // process_count
     s = cfg.shape
     decode = DecodeClip(s.frames, s.height, s.width, cfg.model.text_len, s.latent_frames,
-                        cfg.data.tokenizer or None)
+                        cfg.data.tokenizer or None, seed + 1)
     ds = (grain.MapDataset.source(source)
           .map_with_index(_TagIndex(len(source)))
-          .shuffle(seed=seed)
+          .pipe(_shuffle, seed=seed)
           .repeat(None)  # reseeded each epoch: a new order every epoch, still deterministic
           [process_index::process_count]
-          .random_map(decode, seed=(seed + 1) % _U32)
+          .map_with_index(decode)
           .batch(b, drop_remainder=True))
     # Few threads, small buffers: decoding is CPU-bound and the buffers hold whole batches.
-    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2 if workers == 0 else 1,
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2 if workers == 0 else 0,
                                                  prefetch_buffer_size=cfg.data.prefetch))
     if workers > 0:
         _absl_flags_ready()
