@@ -39,6 +39,8 @@ setup(
         ],
         # Optional structure-from-motion pose back end (falls back to OpenCV VO without it).
         "colmap": ["pycolmap>=4.2.1,<5"],
+        # Runs `build-dataset --runner beam` (DirectRunner here; Dataflow, Flink or Spark on a cluster).
+        "beam": ["apache-beam>=2.77,<3"],
         "tpu": ["jax[tpu]>=0.10.2,<0.13"],
         "cuda": ["jax[cuda12]>=0.10.2,<0.13"],
     },

@@ -354,6 +354,18 @@ def decode_record(data: bytes | memoryview, frames: bool | Sequence[int] = True)
 
 
 # ----------------------------------------------------------------------------------------------- files
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give a finished temporary file normal permissions (mkstemp makes it 0600) and rename it into place."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and a rename (never half-written)."""
     path = Path(path)
@@ -364,7 +376,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -401,7 +413,7 @@ def write_shard(path: str | Path, records: Iterable[bytes]) -> dict:
             os.fsync(f.fileno())
         digest = file_sha256(tmp)
         size = os.path.getsize(tmp)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
