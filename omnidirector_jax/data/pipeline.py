@@ -296,6 +296,7 @@ class DecodeClip(grain.transforms.MapWithIndex):
 # grain 0.2.18: 5 ms per element for 16 records, 0.5 ms for 256, 8 us for 10k, 5 us from 65k on). Below this
 # size a cached per-epoch permutation does the same job in well under a microsecond.
 _PERMUTATION_MAX = 1 << 16
+_SHM_MIN_BYTES = 1 << 20
 
 
 class _EpochPermutation(grain.MapDataset):
@@ -395,6 +396,11 @@ def make_dataset(cfg: Config, data_dir: str | Path, *, seed: int | None = None, 
                                                  prefetch_buffer_size=cfg.data.prefetch))
     if workers > 0:
         _absl_flags_ready()
+        # Grain passes every array of a worker's output through its own shared-memory block by default
+        # (min_shm_size 0): measured 7.5 ms per tiny-config batch of 10 arrays, against 0.35 ms to pickle it.
+        # Only arrays of at least _SHM_MIN_BYTES (frames of large configs) take the shared-memory path.
+        it_ds = grain.experimental.WithOptionsIterDataset(
+            it_ds, grain.experimental.DatasetOptions(min_shm_size=_SHM_MIN_BYTES))
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
                                                                per_worker_buffer_size=cfg.data.prefetch),
                                   worker_init_fn=_worker_init)
