@@ -9,7 +9,7 @@ import cv2
 import jax
 import numpy as np
 import pytest
-from pipeline_fixtures import write_dataset
+from pipeline_fixtures import tiny_record, write_dataset
 
 from omnidirector_jax.config import load_config
 from omnidirector_jax.data import pipeline as pl
@@ -228,3 +228,30 @@ def test_frames_match_records_decode(tmp_path, image_format):
         np.testing.assert_array_equal(batch["ref_image"][row], want.ref_image)
         np.testing.assert_array_equal(pl.frame_shots(recs[int(index)].cuts, 0, 9),
                                       records.shot_index(9, recs[int(index)].cuts))
+
+
+def test_latents_pass_through_with_the_crop_at_frame_0(tmp_path):
+    import dataclasses
+
+    import ml_dtypes
+
+    from omnidirector_jax.data import records
+
+    root = tmp_path / "lat"
+    recs = []
+    for i in range(8):
+        rec = tiny_record(i)
+        rng = np.random.default_rng(i)
+        recs.append(dataclasses.replace(
+            rec, latents=rng.standard_normal((3, 4, 4, 4)).astype(ml_dtypes.bfloat16),
+            ref_latent=rng.standard_normal((1, 4, 4, 4)).astype(ml_dtypes.bfloat16)))
+    summary = records.write_shard(root / "shards/a.array_record", [records.encode_record(r, "png") for r in recs])
+    records.write_manifest(root, records.make_manifest(
+        [{"path": "shards/a.array_record", "ids": [r.id for r in recs], **summary}], frame_size=(32, 32),
+        num_frames=9, fps=None, image_format="png", config={}))
+    batch = next(pl.make_pipeline(_cfg(), root, workers=0, process_index=0, process_count=1))
+    assert batch["latents"].shape == (8, 2, 4, 4, 4) and batch["latents"].dtype == ml_dtypes.bfloat16
+    for row, index in enumerate(batch["index"]):
+        np.testing.assert_array_equal(batch["latents"][row], recs[index].latents[:2])
+        np.testing.assert_array_equal(batch["ref_latent"][row], recs[index].ref_latent)
+        assert batch["w2c"][row, 0, 0, 3] == 100 * index  # crop start 0
