@@ -49,17 +49,35 @@ def loader_rate(cfg, data_dir: str, workers: int, batches: int, warmup: int) -> 
         for _ in range(warmup):
             next(it)
         first_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        cpu0, t0 = _cpu_seconds(), time.perf_counter()
         examples = 0
         for _ in range(batches):
             batch = next(it)
             examples += int(batch["frames"].shape[0])
             batch["frames"].sum(dtype="uint64")  # noqa: B018 (reads every byte once)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     finally:
         it.close()
+    frames = examples * cfg.shape.frames
     return {"workers": workers, "warmup_s": first_s, "seconds": seconds, "examples": examples,
-            "examples_per_s": examples / seconds, "frames_per_s": examples * cfg.shape.frames / seconds}
+            "examples_per_s": examples / seconds, "frames_per_s": frames / seconds,
+            "cpu_us_per_frame": 1e6 * cpu / frames}
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its live children (the Grain workers). On a shared
+    machine this separates what the loader costs from how much CPU it was given."""
+    import psutil  # a dependency of tensorflow-datasets
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 @click.command("data")
@@ -101,6 +119,7 @@ def bench_data(config_path: str, data_dir: str, overrides: tuple[str, ...], work
     for row in rows:
         row["ratio"] = row["examples_per_s"] / consume["examples_per_s"]
     report = {"config": cfg.name, "data": str(data_dir), "records": info.num_records, "cpus": os.cpu_count(),
+              "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
               "batch": b, "frames": t, "size": [cfg.shape.height, cfg.shape.width],
               "train_step": consume, "loader": rows}
     if as_json:
@@ -110,10 +129,13 @@ def bench_data(config_path: str, data_dir: str, overrides: tuple[str, ...], work
                f"{info.num_records} records, {os.cpu_count()} CPUs")
     click.echo(f"train step {step_s * 1e3:.1f} ms -> consumes {consume['examples_per_s']:.1f} examples/s "
                f"({consume['frames_per_s']:.0f} frames/s)")
-    click.echo(f"{'workers':>7} {'examples/s':>11} {'frames/s':>10} {'x train step':>13} {'warm-up s':>10}")
+    click.echo(f"{'workers':>7} {'examples/s':>11} {'frames/s':>10} {'x train step':>13} {'CPU us/frame':>13} "
+               f"{'warm-up s':>10}")
     for row in rows:
         click.echo(f"{row['workers']:>7} {row['examples_per_s']:>11.1f} {row['frames_per_s']:>10.0f} "
-                   f"{row['ratio']:>12.1f}x {row['warmup_s']:>10.2f}")
+                   f"{row['ratio']:>12.1f}x {row['cpu_us_per_frame']:>13.1f} {row['warmup_s']:>10.2f}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    click.echo(f"load average {load:.1f} on {os.cpu_count()} CPUs during the run (other jobs slow every figure)")
 
 
 BENCH_COMMANDS.append(bench_data)
