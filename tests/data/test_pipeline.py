@@ -255,3 +255,21 @@ def test_latents_pass_through_with_the_crop_at_frame_0(tmp_path):
         np.testing.assert_array_equal(batch["latents"][row], recs[index].latents[:2])
         np.testing.assert_array_equal(batch["ref_latent"][row], recs[index].ref_latent)
         assert batch["w2c"][row, 0, 0, 3] == 100 * index  # crop start 0
+
+
+def test_bench_data_reports_rates_against_the_train_step(dataset, monkeypatch, capsys):
+    """The command's wiring and arithmetic (the train step's timing is stubbed: compiling it is `bench model`'s
+    test, and speed is never asserted)."""
+    from omnidirector_jax.cli import main
+    from omnidirector_jax.data import pipeline_commands
+
+    root, _ = dataset
+    monkeypatch.setattr(pipeline_commands, "train_step_seconds", lambda cfg: 0.25)
+    assert main(["bench", "data", "--config", str(ROOT / "configs/tiny_cpu.yaml"), "--data", str(root),
+                 "--workers", "0", "--batches", "3", "--warmup", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["train_step"] == {"step_s": 0.25, "examples_per_s": 32.0, "frames_per_s": 32.0 * 5}
+    (row,) = report["loader"]
+    assert row["workers"] == 0 and row["examples"] == 24
+    assert row["ratio"] == pytest.approx(row["examples_per_s"] / 32.0)
+    assert row["frames_per_s"] == pytest.approx(5 * row["examples_per_s"])
