@@ -243,12 +243,15 @@ def video_records(config: BuildConfig, rel: str) -> tuple[list[R.ClipRecord], li
     shot_of = traj.shot_index()
     failed = set(rep["failed_shots"])
     kept, is_cut = sampled_timeline(num, step, traj.cuts)
+    cut_set = set(traj.cuts)
     stride = config.stride or config.frames
     recs, skipped = [], []
     fps = video.fps / step
     for p in range(0, len(kept) - config.frames + 1, stride):
         idx = kept[p:p + config.frames]
-        cuts = tuple(int(i) for i in np.flatnonzero(is_cut[p:p + config.frames]))
+        flags = is_cut[p:p + config.frames].copy()
+        flags[0] = int(idx[0]) in cut_set  # a cut just before the clip starts does not concern it
+        cuts = tuple(int(i) for i in np.flatnonzero(flags))
         live = np.setdiff1d(np.arange(config.frames), cuts)
         bad = sorted({int(s) for s in shot_of[idx[live]] if s in failed})
         if bad:
@@ -332,6 +335,13 @@ def run_input(config: BuildConfig, out: str | Path, item: WorkItem) -> dict:
     return done
 
 
+def _worker_init(root_level: int, levels: dict[str, int]) -> None:
+    """Worker processes log like the parent (spawned workers start with logging unconfigured)."""
+    logging.basicConfig(level=root_level, format="%(levelname)s %(message)s")
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def _run_input_star(args: tuple) -> tuple[WorkItem, dict]:
     config, out, item = args
     return item, run_input(config, out, item)
@@ -355,9 +365,15 @@ def prepare_output(config: BuildConfig, out: Path) -> None:
                           if previous.get(k) != config.to_json().get(k))
             raise BuildError(f"{out} was built with other settings ({', '.join(diff)} differ); use the same "
                              "options to resume, or another --out")
-    elif out.is_dir() and any(out.iterdir()):
+    elif out.is_dir() and any(not _is_temp(p) for p in out.iterdir()):
         raise BuildError(f"{out} is not empty and holds no {BUILD_NAME}: choose an empty or new folder")
+    for tmp in out.glob(f".{BUILD_NAME}.*.tmp"):  # a run killed while writing build.json
+        tmp.unlink(missing_ok=True)
     R.atomic_write_json(build, config.to_json())
+
+
+def _is_temp(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
 def finalize(config: BuildConfig, out: Path, items: Sequence[WorkItem]) -> tuple[dict, dict]:
@@ -437,7 +453,9 @@ def _run_local(config: BuildConfig, out: Path, todo: list[WorkItem], workers: in
 
         # spawn: JAX's threads do not survive fork.
         ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(min(workers, len(todo))) as pool:
+        levels = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict
+                  if name.startswith("omnidirector") and logging.getLogger(name).level}
+        with ctx.Pool(min(workers, len(todo)), _worker_init, (logging.root.level, levels)) as pool:
             for item, done in pool.imap_unordered(_run_input_star, [(config, str(out), item) for item in todo]):
                 advance(item, done)
 

