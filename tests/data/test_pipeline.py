@@ -273,3 +273,10 @@ def test_bench_data_reports_rates_against_the_train_step(dataset, monkeypatch, c
     assert row["workers"] == 0 and row["examples"] == 24
     assert row["ratio"] == pytest.approx(row["examples_per_s"] / 32.0)
     assert row["frames_per_s"] == pytest.approx(5 * row["examples_per_s"])
+
+
+def test_corrupt_frame_bytes_give_one_clear_error():
+    flag = pl.decode_flag((32, 32), (32, 32), jpeg=True)
+    for jpeg in (True, False):
+        with pytest.raises(OmniDirectorError, match="could not be decoded"):
+            pl.decode_image(b"\xff\xd8 not a jpeg", (32, 32), flag, jpeg=jpeg)
