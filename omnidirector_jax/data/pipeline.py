@@ -3,6 +3,7 @@
     it = make_pipeline(cfg, "datasets/synth")          # host batches for this process
     batch = global_batch(next(it), mesh, cfg.mesh.rules)  # jax.Arrays sharded on `activation_batch`
     state = iterator_state(it)                          # JSON-serialisable; restore_iterator(it, state)
+    it.close()                                          # stops the worker processes (data.workers > 0)
 
 Order (deterministic for a seed and a process count): ArrayRecord source (tagged with the record's index) ->
 seeded global shuffle -> repeat (reshuffled each epoch) -> every `process_count`-th element from
@@ -22,8 +23,8 @@ Host batch of b = batch_size // process_count examples (the contract the train s
 
 Only the T cropped frames are decoded, JPEG frames at least twice the target size are decoded at a reduced
 scale by libjpeg (`IMREAD_REDUCED_*`), and colour comes out as RGB from the decoder; the per-example cost is
-what the `bench data` goal depends on. This module imports no jax at the top: Grain's worker processes
-(spawned) import it to unpickle the transforms, and should not pay for jax.
+what the `bench data` goal depends on. Grain's spawned workers import this module to unpickle the transforms;
+it imports jax only inside the functions that need it.
 """
 
 from __future__ import annotations
