@@ -8,32 +8,11 @@ BENCH_COMMANDS: list[click.Command] = []
 
 
 def train_step_seconds(cfg) -> float:
-    """Median seconds of one sharded train step (forward, backward, AdamW) on a dummy batch of the config.
+    """Median seconds of one real train step of the config (grid render, encoders, forward, backward, AdamW)
+    at its global batch, on synthetic clips: what `bench data` compares the loader with."""
+    from omnidirector_jax.train.bench import measure_train_step
 
-    The one place that says what "the train step" is for `bench data`: swap in the real step here."""
-    import time
-
-    import jax
-
-    from omnidirector_jax.models import mmdit
-    from omnidirector_jax.parallel.mesh import make_mesh
-    from omnidirector_jax.parallel.partition import ShardedModel, make_optimizer
-
-    mesh = make_mesh(cfg.mesh)
-    sharded = ShardedModel.create(cfg, mesh)
-    batch = mmdit.dummy_batch(cfg.model, cfg.shape, 1)
-    batch = jax.device_put(batch, sharded.batch_shardings(batch))
-    tx = make_optimizer(cfg)
-    state, opt_state = sharded.state, sharded.init_optimizer(tx)
-    step = sharded.train_step(tx, batch).lower(state, opt_state, batch).compile()
-    times = []
-    for i in range(cfg.bench.warmup + max(cfg.bench.steps, 1)):
-        t = time.perf_counter()
-        state, opt_state, loss = step(state, opt_state, batch)
-        jax.block_until_ready(loss)
-        if i >= cfg.bench.warmup:
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    return measure_train_step(cfg)["median_s"]
 
 
 def loader_rate(cfg, data_dir: str, workers: int, batches: int, warmup: int) -> dict[str, float]:
