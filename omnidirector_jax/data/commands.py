@@ -144,8 +144,11 @@ def data_info_command(directory, as_json, sheet, examples, verify):
         return
     click.echo(f"{directory}: {info['num_records']} records in {info['num_shards']} shard(s), "
                f"{info['num_frames']} frames of {info['frame_size'][0]}x{info['frame_size'][1]} "
-               f"({info['image_format']}, {info['fps']} fps), schema {info['schema_version']}")
+               f"({info['image_format']}, {info['fps'] or 'source'} fps), schema {info['schema_version']}")
     click.echo("classes: " + (", ".join(f"{k} {v}" for k, v in info["classes"].items()) or "-"))
+    if info["skipped_by_reason"]:
+        click.echo("skipped while building: " + ", ".join(f"{k} {v}" for k, v in info["skipped_by_reason"].items())
+                   + " (details in report.json)")
     ids = info["ids"]
     click.echo(f"ids: {', '.join(ids[:8])}{', …' if len(ids) > 8 else ''}")
     if not info["complete"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -35,6 +36,12 @@ def dataset_info(directory: str | Path, verify: bool = False) -> dict:
                 header, _ = R.read_header(data)
                 counts[str(header["meta"].get("class", "unknown"))] += 1
         classes = dict(sorted(counts.items()))
+    report_path = Path(directory) / "report.json"  # written by build-dataset: what was skipped and why
+    try:
+        skipped = json.loads(report_path.read_text(encoding="utf-8")).get("skipped_by_reason", {}) \
+            if report_path.is_file() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        skipped = {}
     return {"directory": str(directory), "schema_version": manifest["schema_version"],
             "num_records": manifest["num_records"], "num_shards": len(manifest["shards"]),
             "complete": manifest.get("complete", True), "frame_size": manifest.get("frame_size"),
@@ -42,7 +49,7 @@ def dataset_info(directory: str | Path, verify: bool = False) -> dict:
             "image_format": manifest.get("image_format"), "classes": classes,
             "shards": [{"path": s["path"], "num_records": s["num_records"], "bytes": s["bytes"]}
                        for s in manifest["shards"]],
-            "ids": list(ds.ids), "config": manifest.get("config", {})}
+            "skipped_by_reason": skipped, "ids": list(ds.ids), "config": manifest.get("config", {})}
 
 
 def record_grid(rec: R.ClipRecord, height: int, width: int) -> np.ndarray:
