@@ -513,3 +513,10 @@ def load_config(
         num_devices = jax.device_count()
     validate(cfg, num_devices)
     return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """A Config from `Config.to_dict()` output (e.g. saved with a checkpoint), validated without device checks."""
+    cfg = _build(Config, data, "")
+    validate(cfg, None)
+    return cfg

@@ -169,6 +169,7 @@ def train(cfg: Config, workdir: str | Path, *, data: Iterator | None = None,
     checkpoint. `data`: a Grain iterator (default: the pipeline over `data.dir`)."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    owns_data = data is None  # an iterator we make we also close (it may own worker processes)
     primary = jax.process_index() == 0
     t_cfg = cfg.train
     mesh = make_mesh(cfg.mesh)
@@ -273,6 +274,8 @@ def train(cfg: Config, workdir: str | Path, *, data: Iterator | None = None,
     finally:
         checkpointer.close()
         writers.close()
+        if owns_data and hasattr(data, "close"):
+            data.close()
         if bar is not None:
             bar.close()
     if primary:
