@@ -25,8 +25,8 @@ class RasterConfig:
     max_segments: int | None = None  # visible segments drawn per frame (compacted first); None → all of the scene's
     frame_batch: int = 1  # frames drawn together (one unit enumeration; accumulators of this many frames)
     tile: int = 16  # tiled method: tile side in pixels
-    tile_segments: int | None = None  # tiled: static segments per tile (overflow counted); None → exact, in rounds
-    tile_block: int = 32  # tiled, tile_segments=None: segments per tile per round
+    tile_segments: int | None = None  # tiled: static primitives per tile and pass (overflow counted); None → exact
+    tile_block: int = 16  # tiled, tile_segments=None: primitives per tile per round
     tile_rows: int = 1  # tiled: tile rows per chunk (memory ∝ this; accelerators want larger chunks)
     smooth_softness: float = 0.35  # smooth profile: sigmoid temperature in pixels
 

@@ -21,6 +21,9 @@ _F = {name: i for i, name in enumerate(
     ["ex0", "ey0", "ex1", "ey1", "R", "pad", "kind", "fog", "family", "w",
      "x0", "y0", "x1", "y1", "x2", "y2", "x3", "y3", "live"])}
 _NF = len(_F)
+# Where make_primitives stacks an 'opencv' segment's 16 primitives (blocks of S rows each):
+_LINE_BLOCKS = (0, 1, 2, 3, 4, 6, 7, 8, 9, 11, 12, 13, 14)  # the AA line and the polygons' AA edges (kind 0)
+_FILL_BLOCKS = (5, 10, 15)  # the fills (kind 1): the quad, the two caps' diamonds
 
 
 def _pack(n: int, **cols) -> jax.Array:

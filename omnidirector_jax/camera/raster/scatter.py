@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from omnidirector_jax.camera.raster.config import RasterConfig
-from omnidirector_jax.camera.raster.primitives import _F, _NF, _axes, smooth_half
+from omnidirector_jax.camera.raster.primitives import _F, _FILL_BLOCKS, _LINE_BLOCKS, _NF, _axes, smooth_half
 from omnidirector_jax.camera.raster.weights import (
     _capsule_weight,
     _fill_row,
@@ -25,8 +25,6 @@ from omnidirector_jax.camera.raster.weights import (
 # rows, each cut into pieces of _SPAN pixels whose ends are computed once per row. So per pixel there is only
 # an index and a compare. 'smooth': each capsule is a run of columns. A pass lays its units out by a cumulative
 # sum over their owners (primitives), finds each unit's owner by searchsorted and scatter-adds its block.
-_LINE_BLOCKS = (0, 1, 2, 3, 4, 6, 7, 8, 9, 11, 12, 13, 14)  # make_primitives' AA lines and edges (kind 0)
-_FILL_BLOCKS = (5, 10, 15)  # and its fills (kind 1): the quad, the two caps' diamonds
 _SPAN = 8  # pixels per piece of a fill row
 
 
