@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from omnidirector_jax.camera import poses, raster
-from omnidirector_jax.camera.raster import composite, primitives, scatter
 from omnidirector_jax.camera.augment import jitter_poses, random_colors
+from omnidirector_jax.camera.raster import composite, primitives, scatter
 from omnidirector_jax.camera.reference import render_grid_reference
 from omnidirector_jax.camera.render import camera_arrays, render_grid
 from omnidirector_jax.camera.scene import DEFAULT_COLORS, build_scene, build_scene_jax, scene_arrays

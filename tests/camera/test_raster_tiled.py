@@ -1,5 +1,7 @@
 """The tiled method (the TPU path): equal to the scatter method, exact at defaults, scatter-free, bounded."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +18,7 @@ from omnidirector_jax.camera.trajectory import Trajectory, load_trajectory
 
 TRAJ_DIR = "data/trajectories"
 SAMPLES = ("dolly_in", "dolly_zoom", "orbit_arc", "pan_right", "static", "three_shots")  # pinhole samples
-ROOM = 4096  # every scene padded to one segment count, so all share one compiled program
+ROOM = 8192  # every scene padded to one segment count, so all share one compiled program
 
 
 def _frames(traj: Trajectory, picks: int = 2) -> tuple[dict, dict]:
@@ -41,8 +43,8 @@ def _scenes_480x832():
 def test_tiled_equals_scatter_on_sample_and_bench_scenes_at_480x832():
     """Same pictures (opencv profile, both methods exact by default: no overflow) on every pinhole sample
     trajectory and both bench scenes at 480×832; the bound is the OpenCV parity bound (0.25 grey levels)."""
-    cfg = raster.RasterConfig(max_segments=256)  # a frame sees < 64 here; overflow (checked) would say otherwise
-    tiled = raster.RasterConfig(max_segments=256, method="tiled")
+    cfg = raster.RasterConfig(max_segments=512)  # frames here see ≤ ~350; overflow (checked) would say otherwise
+    tiled = raster.RasterConfig(max_segments=512, method="tiled")
     for name, traj in _scenes_480x832().items():
         arrays, cams = _frames(traj)
         kw = {"height": 480, "width": 832, "uint8": True}
@@ -80,11 +82,14 @@ def test_tiled_train_step_path_has_no_scatter_is_exact_and_reports_a_forced_budg
         fn = jax.jit(jax.vmap(lambda w, s, k: _train_step_render(w, s, k, cfg, 48, 80)))
         return fn, fn(w2c, shots, keys)
 
+    def ops(fn):  # the compiled program's instructions by name ("name(" — names in metadata lack the bracket)
+        return set(re.findall(r"\b(scatter|gather|sort)\(", fn.lower(w2c, shots, keys).compile().as_text()))
+
     fn, (frames, overflow) = run(raster.RasterConfig(profile=profile, method="tiled"))
-    hlo = fn.lower(w2c, shots, keys).compile().as_text()
-    assert "scatter" not in hlo.lower() and "gather" in hlo.lower()  # the lists are searched, the pixels dense
+    assert "scatter" not in ops(fn) and "gather" in ops(fn)  # the lists are searched, the pixels dense
     assert int(overflow.max()) == 0 and float(frames.max()) > 0.2
-    _, (ref, _) = run(raster.RasterConfig(profile=profile, pixel_budget=1 << 14))  # scatter
+    fn, (ref, _) = run(raster.RasterConfig(profile=profile, pixel_budget=1 << 14))
+    assert "scatter" in ops(fn)  # the check sees the scatter method's scatter
     np.testing.assert_allclose(np.asarray(frames), np.asarray(ref), atol=2e-4)
     _, (_, forced) = run(raster.RasterConfig(profile=profile, method="tiled", tile_segments=1))
     assert int(forced.max()) > 0  # a static list too short is reported, not silent
@@ -115,9 +120,11 @@ def test_tiled_list_sized_from_the_scene_is_exact_and_its_smooth_gradient_matche
     # The scatter method's gradient (same profile, same formulas) and central differences along each axis.
     scatter = raster.RasterConfig(profile="smooth", pixel_budget=1 << 14)
     np.testing.assert_allclose(grad, np.asarray(jax.grad(loss)(x, scatter)), rtol=1e-3, atol=1e-7)
-    eps = 2e-3
+    # Steps of 1e-3 … 1e-4 agree to < 1% here; 2e-3 already crosses a culling edge (a segment's midpoint
+    # leaving the view), where the picture jumps.
+    eps = 5e-4
     fd = np.array([(loss(x + eps * e) - loss(x - eps * e)) / (2 * eps) for e in np.eye(3, dtype=np.float32)])
-    np.testing.assert_allclose(grad, fd, rtol=0.05, atol=0.02 * np.abs(fd).max())
+    np.testing.assert_allclose(grad, fd, rtol=0.03, atol=0.01 * np.abs(fd).max())
 
 
 def test_batch_of_8x49_frames_at_480x832_tiled_smooth_compiles_within_memory_bound():

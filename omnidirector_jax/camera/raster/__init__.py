@@ -34,7 +34,7 @@ Modules (this one is the public entry point; the rest are implementation):
 """
 
 from omnidirector_jax.camera.raster.composite import to_uint8
-from omnidirector_jax.camera.raster.config import METHODS, PROFILES, RasterConfig, base_line_width
+from omnidirector_jax.camera.raster.config import METHODS, PROFILES, RasterConfig, base_line_width, tuned
 from omnidirector_jax.camera.raster.frames import (
                                                    frame_scratch,
                                                    render_frames,
@@ -53,4 +53,4 @@ from omnidirector_jax.camera.raster.weights import primitive_weight
 __all__ = ["METHODS", "PROFILES", "RasterConfig", "base_line_width", "candidate_counts", "frame_scratch",
            "frame_segments", "make_primitives", "primitive_weight", "project_points", "render_frames",
            "render_frames_into", "render_group", "required_budget", "required_tile_segments", "scratch_size",
-           "to_uint8", "visible_segments"]
+           "to_uint8", "tuned", "visible_segments"]
