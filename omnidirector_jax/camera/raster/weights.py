@@ -56,18 +56,6 @@ _AA_FLAT = np.append(_AA_ROWS.reshape(-1), np.float32(0.0))
 _AA_COLUMN = np.stack([_AA_FLAT[np.arange(len(_AA_FLAT) - 33) + o] for o in (0, 1, 16, 17, 32, 33)], -1)
 
 
-def _aa_weight(slope: jax.Array, offset: jax.Array) -> jax.Array:
-    """OpenCV thin-line weight for minor-axis ``offset`` (px) at ``slope`` = |minor/major| ∈ [0, 1]."""
-    row = jnp.floor(jnp.clip(slope, 0.0, 1.0) * _AA_SLOPES + 0.5).astype(jnp.int32)
-    dp = jnp.clip(offset * 16.0 + 24.0, 0.0, 48.0)
-    d0 = jnp.minimum(jnp.floor(dp).astype(jnp.int32), 47)
-    fd = dp - d0.astype(jnp.float32)
-    flat = jnp.asarray(_AA_FLAT)
-    base = row * 49 + d0
-    w = flat[base] * (1 - fd) + flat[base + 1] * fd
-    return jnp.where(jnp.abs(offset) <= 1.5, w, 0.0)
-
-
 def _line_ramp(ax: dict, maj: jax.Array) -> jax.Array:
     """End-ramp factor of a 1-px line at major coordinate ``maj`` (0 for a degenerate, point-like line)."""
     ramp = _interp_table(jnp.asarray(_AA_END_RAMP), jnp.minimum(maj - ax["maj0"], ax["maj1"] - maj) * 16.0 + 24.0)
@@ -75,13 +63,49 @@ def _line_ramp(ax: dict, maj: jax.Array) -> jax.Array:
     return jnp.where(degenerate, 0.0, ramp)
 
 
+def _floor_div(num: jax.Array, den: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Exact floor(num / den) and its remainder in [0, den) for int32 ``num`` and ``den`` > 0: a float estimate
+    refined from the exact integer remainder, then corrected by ±1 — no integer division (which XLA:CPU
+    leaves scalar) and no rounding left to the backend."""
+    f32 = lambda v: v.astype(jnp.float32)  # noqa: E731
+    q = jnp.floor(f32(num) / f32(den)).astype(jnp.int32)
+    q = q + jnp.floor(f32(num - q * den) / f32(den)).astype(jnp.int32)  # now off by at most one
+    r = num - q * den
+    q = jnp.where(r < 0, q - 1, jnp.where(r >= den, q + 1, q))
+    return q, num - q * den
+
+
+def _line_centre(ax: dict, col: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Where a 1-px line crosses major-axis column ``col`` (int32), in exact integer arithmetic on its end points
+    in 1/16 px (OpenCV's shift=4): the middle row ``floor(centre + ½)``, the table index of the row above
+    (k = −1) and its interpolation fraction, and the slope row of the AA table ``floor(|m|·128 + ½)``.
+
+    Rows and table rows are picked by floors of rational numbers, so a centre exactly half-way between pixels
+    is a tie; in floats it lands on either side depending on whether the backend fuses the multiply-add (GPUs
+    do, XLA:CPU does not). Integers decide every tie the same way everywhere; only the fraction is a float."""
+    i16 = lambda v: jnp.round(v * 16.0).astype(jnp.int32)  # noqa: E731
+    m0, n0 = i16(ax["maj0"]), i16(ax["min0"])
+    dm, dn = i16(ax["maj1"]) - m0, i16(ax["min1"]) - n0
+    flat = dm <= 0  # a point: slope 0 (its weights are 0 anyway, see _line_ramp)
+    dm, dn = jnp.where(flat, 1, dm), jnp.where(flat, 0, dn)
+    q, r = _floor_div((col * 16 - m0) * dn, dm)  # 16·centre = n0 + q + r/dm
+    mid = (n0 + q + 8) >> 4  # floor((16·centre + 8) / 16): r/dm < 1 cannot carry past a multiple of 16
+    index = mid * 16 - n0 - q + 8 - (r > 0).astype(jnp.int32)  # floor(16·(mid − centre) + 8)
+    frac = jnp.where(r > 0, 1.0 - r.astype(jnp.float32) / dm.astype(jnp.float32), 0.0)
+    slope_row = _floor_div(jnp.abs(dn) * (2 * _AA_SLOPES) + dm, 2 * dm)[0]
+    return mid, index, frac, slope_row
+
+
 def _line_weight(p: jax.Array, ax: dict, x: jax.Array, y: jax.Array) -> jax.Array:
     """Kind 0: OpenCV LineAA — three rows around the line per major step, measured profile, end ramps."""
-    maj = jnp.where(ax["x_major"], x, y).astype(jnp.float32)
-    row = jnp.where(ax["x_major"], y, x).astype(jnp.float32)
-    centre = ax["min0"] + (maj - ax["maj0"]) * ax["m"]
-    near = jnp.abs(row - jnp.floor(centre + 0.5)) <= 1.0
-    return jnp.where(near, _aa_weight(jnp.abs(ax["m"]), row - centre), 0.0) * _line_ramp(ax, maj)
+    maj = jnp.where(ax["x_major"], x, y).astype(jnp.int32)
+    row = jnp.where(ax["x_major"], y, x).astype(jnp.int32)
+    mid, index, frac, slope_row = _line_centre(ax, maj)
+    k = row - mid
+    pos = jnp.clip(slope_row * 49 + index + 16 * (k + 1), 0, len(_AA_FLAT) - 2)
+    flat = jnp.asarray(_AA_FLAT)
+    w = flat[pos] * (1.0 - frac) + flat[pos + 1] * frac
+    return jnp.where(jnp.abs(k) <= 1, w, 0.0) * _line_ramp(ax, maj.astype(jnp.float32))
 
 
 def _materialize(*columns: jax.Array) -> list[jax.Array]:
@@ -100,13 +124,8 @@ def _line_column(ax: dict, col: jax.Array) -> tuple[jax.Array, jax.Array]:
 
     The rows sit at offsets k + e (k = −1, 0, 1) from the centre with e = mid − centre ∈ (−½, ½], so their
     table positions are 16 apart and share the interpolation fraction: one table index per column."""
-    colf = col.astype(jnp.float32)
-    centre = ax["min0"] + (colf - ax["maj0"]) * ax["m"]
-    mid = jnp.floor(centre + 0.5)
-    row = jnp.floor(jnp.clip(jnp.abs(ax["m"]), 0.0, 1.0) * _AA_SLOPES + 0.5)
-    first = (mid - centre) * 16.0 + 8.0  # table position of the row above (k = −1), in [0, 16]
-    index = jnp.floor(first)
-    mid, base, frac, ramp = _materialize(mid, row * 49.0 + index, first - index, _line_ramp(ax, colf))
+    mid, index, frac, slope_row = _line_centre(ax, col)  # index: the row above (k = −1), in [0, 16]
+    mid, base, frac, ramp = _materialize(mid, slope_row * 49 + index, frac, _line_ramp(ax, col.astype(jnp.float32)))
     pairs = jnp.take(jnp.asarray(_AA_COLUMN), base.astype(jnp.int32), axis=0, mode="clip")  # (U, 6)
     weight = jnp.stack([(pairs[:, 2 * k] * (1.0 - frac) + pairs[:, 2 * k + 1] * frac) * ramp for k in range(3)])
     rows = mid.astype(jnp.int32)[None, :] + jnp.array([-1, 0, 1], jnp.int32)[:, None]
