@@ -74,6 +74,7 @@ class VisualOdometry(PoseEstimator):
 
     def estimate_tracks(self, tracks: Tracks, K: np.ndarray, frame_range: tuple[int, int]) -> ShotPoses:
         """Poses of one shot from its feature tracks (``frame_range`` only labels the log messages)."""
+        tracks = _usable_tracks(tracks)
         num = len(tracks.pts)
         label = f"shot frames {frame_range[0]}–{frame_range[1] - 1}"
         if num < self.short_shot:
@@ -347,6 +348,18 @@ class VisualOdometry(PoseEstimator):
                 ok &= (cam[:, 2] > 0) & (np.linalg.norm(uv - p, axis=1) < self.reproj_px)
         for i, x in zip(ids[ok], X[ok], strict=True):
             points[int(i)] = x
+
+
+def _usable_tracks(tracks: Tracks, bound: float = 1e7) -> Tracks:
+    """Drop observations that are not finite pixel coordinates (no detector makes them, but a track
+    source handed in from elsewhere may): the solvers downstream assume finite, bounded input."""
+    pts, ids = [], []
+    for p, i in zip(tracks.pts, tracks.ids, strict=True):
+        p = np.asarray(p).reshape(-1, 2)
+        keep = np.isfinite(p).all(axis=1) & (np.abs(p) < bound).all(axis=1)
+        pts.append(p[keep])
+        ids.append(np.asarray(i)[keep])
+    return Tracks(pts, ids)
 
 
 def _hand_over_scale(before: np.ndarray, after: np.ndarray, steps: int = 5) -> float:
