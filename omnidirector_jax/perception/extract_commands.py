@@ -19,6 +19,7 @@ def extract_trajectory(video_path, *, estimator: str = "vo", poses_path=None, we
     trajectory marks as transition frames.
     """
     import logging
+    import time
 
     import numpy as np
 
@@ -30,7 +31,10 @@ def extract_trajectory(video_path, *, estimator: str = "vo", poses_path=None, we
     from omnidirector_jax.perception.video import read_video, resize_frames
 
     log = logging.getLogger("omnidirector_jax.extract")
+    timings = {}  # seconds per stage, in the report: what `bench extract` reads
+    start = time.perf_counter()
     video = read_video(video_path, min_frames=2, progress=progress)
+    timings["decode_s"] = time.perf_counter() - start
     frames, fps = video.frames, video.fps
     if len(frames) < 2:
         raise OmniDirectorError(f"{video_path} has only {len(frames)} frame; camera motion needs at least 2")
@@ -38,12 +42,15 @@ def extract_trajectory(video_path, *, estimator: str = "vo", poses_path=None, we
     log.info("read %d frames of %dx%d at %.3g fps from %s", len(frames), width, height, fps, video_path)
 
     log.info("detecting shots")
+    start = time.perf_counter()
     shot_result = detect_shots(frames, weights_dir=weights, threshold=threshold, progress=progress)
     cuts = [int(c) for c in shot_result.cuts]
+    timings["shots_s"] = time.perf_counter() - start
     log.info("shot detector (%s): %d cut(s) at %s", shot_result.method, len(cuts), cuts)
     shots = Trajectory.create(np.tile(np.eye(3, 4), (len(frames), 1, 1)), height=height, width=width,
                               cuts=cuts).shots()
 
+    start = time.perf_counter()
     a_width = min(width, max_width)
     a_height = max(2, round(height * a_width / width))
     small = frames if (a_height, a_width) == (height, width) else resize_frames(frames, (a_width, a_height))
@@ -57,9 +64,11 @@ def extract_trajectory(video_path, *, estimator: str = "vo", poses_path=None, we
     traj = Trajectory.create(result.w2c, result.K, height=a_height, width=a_width, fps=fps, cuts=cuts)
     if (a_height, a_width) != (height, width):
         traj = traj.resized(height, width)
+    timings[f"poses_{estimator}_s"] = time.perf_counter() - start
     report = {"video": str(video_path), "num_frames": len(frames), "fps": fps, "estimator": estimator,
               "shot_method": shot_result.method, "cuts": cuts, "probabilities":
-              [round(float(p), 6) for p in shot_result.probabilities]} | result.report()
+              [round(float(p), 6) for p in shot_result.probabilities]} | result.report() \
+        | {"timings": {k: round(v, 4) for k, v in timings.items()}}
     return traj, report
 
 
@@ -92,8 +101,9 @@ def extract_command(video, out, estimator, poses_path, weights, threshold, focal
 
     from omnidirector_jax.camera.trajectory import save_trajectory
     from omnidirector_jax.errors import OmniDirectorError
+    from omnidirector_jax.perception.logs import setup_logging
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    setup_logging(verbose)
     if estimator == "npz" and poses_path is None:
         raise OmniDirectorError("--estimator npz needs --poses POSES.npz")
     if max_width < 16:
@@ -108,6 +118,11 @@ def extract_command(video, out, estimator, poses_path, weights, threshold, focal
     side.write_text(json.dumps(report, indent=1))
     click.echo(f"wrote {out} ({traj.num_frames} frames, {len(traj.shots())} shot(s), cuts {list(traj.cuts)}) "
                f"and {side}")
+    counts, total = report["model_counts"], max(len(report["shots"]), 1)
+    click.echo("camera model per shot: " + ", ".join(
+        f"{label} {counts[key]} ({counts[key] / total:.0%})"
+        for key, label in (("6dof", "6-DoF"), ("rotation", "rotation-only"), ("failed", "failed")))
+        + f" of {len(report['shots'])} shot(s)")
     failed = report["failed_shots"]
     if failed:
         listed = ", ".join(map(str, failed[:30])) + (", …" if len(failed) > 30 else "")
