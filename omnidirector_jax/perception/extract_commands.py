@@ -142,3 +142,72 @@ def extract_command(video, out, estimator, poses_path, weights, threshold, focal
 
 
 COMMANDS.append(extract_command)
+
+
+@click.command("extract")
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--estimator", "estimators", type=click.Choice(["vo", "colmap"]), multiple=True,
+              help="Pose back end(s) to time (repeat the option; default vo).")
+@click.option("--weights", type=click.Path(file_okay=False), default=None,
+              help="TransNetV2 checkpoint folder (else $OMNIDIRECTOR_TRANSNETV2_WEIGHTS, else the classical "
+                   "detector).")
+@click.option("--max-width", type=int, default=640, show_default=True, help="As for `extract`.")
+@click.option("--grid-size", default="90x160", show_default=True,
+              help="Size HxW of the camera-grid video to time ('none' to skip the grid).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_extract(video, estimators, weights, max_width, grid_size, as_json):
+    """Per-stage time of `extract` on VIDEO (decode, shots, poses per back end, grid) and videos/hour per core.
+
+    Videos/hour per core divides by the CPU time the process used (all its threads), so it plans a
+    dataset build on N cores as N × that figure, whatever else the machine runs; the wall-clock figure
+    is for this run only.
+    """
+    import json
+    import logging
+    import os
+    import time
+    import warnings
+
+    from omnidirector_jax.perception.logs import setup_logging
+
+    setup_logging(False)
+    # The estimators' per-shot lines (and failed-shot warnings) would drown the figures.
+    logging.getLogger("omnidirector_jax").setLevel(logging.ERROR)
+    estimators = estimators or ("vo",)
+    size = None if grid_size.lower() == "none" else parse_size(grid_size)
+    stages: dict[str, float] = {}
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    report = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for i, estimator in enumerate(estimators):
+            traj, report = extract_trajectory(video, estimator=estimator, weights=weights, max_width=max_width,
+                                              progress=False)
+            timings = report["timings"]
+            if i == 0:  # decoding and shot detection do not depend on the pose back end: count them once
+                stages["decode"], stages["shots"] = timings["decode_s"], timings["shots_s"]
+            stages[f"poses ({estimator})"] = timings[f"poses_{estimator}_s"]
+        if size is not None:
+            from omnidirector_jax.camera.render import render_grid
+
+            start = time.perf_counter()
+            render_grid(traj.resized(*size))
+            stages["grid"] = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    out = {"video": str(video), "frames": report["num_frames"], "shots": len(report["shots"]),
+           "stages_s": {k: round(v, 3) for k, v in stages.items()}, "wall_s": round(wall, 3),
+           "cpu_s": round(cpu, 3), "cores": cores, "videos_per_hour_per_core": round(3600.0 / cpu, 2),
+           "videos_per_hour_wall": round(3600.0 / wall, 2), "model_counts": report["model_counts"]}
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    click.echo(f"extract on {video}: {out['frames']} frames, {out['shots']} shot(s)")
+    for name, seconds in stages.items():
+        click.echo(f"  {name:<16}{seconds:>9.2f} s{100 * seconds / wall:>6.1f} %")
+    click.echo(f"  {'total (wall)':<16}{wall:>9.2f} s; CPU {cpu:.2f} s on {cores} core(s)")
+    click.echo(f"videos/hour per core: {out['videos_per_hour_per_core']:.1f} (CPU time); this run: "
+               f"{out['videos_per_hour_wall']:.1f} videos/hour wall")
+
+
+BENCH_COMMANDS: list[click.Command] = [bench_extract]
