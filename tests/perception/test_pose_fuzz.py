@@ -71,6 +71,12 @@ def test_degenerate_frames_do_not_crash(case):
         assert result is not None and result.models == ["rotation", "rotation"] and result.valid.all()
 
 
+def test_colmap_on_degenerate_frames_does_not_crash():
+    pytest.importorskip("pycolmap")
+    frames = np.concatenate([np.repeat(_texture()[None], 4, axis=0), np.zeros((4, H, W, 3), np.uint8)])
+    _run(pe.ColmapEstimator().estimate, frames, K, shots=[(0, 4), (4, 8)])
+
+
 @pytest.mark.parametrize("focal", [1e-9, 1e-2, 1e9, np.nan])
 def test_extreme_focal_lengths(focal):
     frames = np.stack([np.roll(_texture(), i, axis=1) for i in range(9)])

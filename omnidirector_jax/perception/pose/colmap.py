@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 
-from omnidirector_jax.perception.pose.base import PoseEstimator, ShotPoses
+from omnidirector_jax.perception.pose.base import PoseEstimator, ShotFailure, ShotPoses
 from omnidirector_jax.perception.pose.vo import VisualOdometry
 
 log = logging.getLogger("omnidirector_jax.perception.pose_estimators")
@@ -63,6 +63,8 @@ class ColmapEstimator(PoseEstimator):
             pycolmap.logging.minloglevel = 3  # our own warning reports a failed mapping
         try:
             return self._run(pycolmap, frames, K, frame_range)
+        except ShotFailure:  # from the VO fallback inside _run: already reported
+            raise
         except Exception as err:  # noqa: BLE001 - COLMAP raises on degenerate input; VO may still pose it
             log.debug("pycolmap failed", exc_info=True)
             return self._fall_back(frames, K, frame_range, f"pycolmap failed ({type(err).__name__}: "
