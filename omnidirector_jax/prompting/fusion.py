@@ -9,7 +9,7 @@ Back ends:
 
 Inputs are only the camera prompt (computed from poses), the user's image and the user's prompt: the reference
 video's frames and caption never reach a back end, so the result cannot carry the reference's content. A model
-answer that drops the camera motion gets the rule-based camera prompt appended, so the camera is never lost.
+answer that drops any camera move or cut gets the rule-based camera prompt appended, so the camera is never lost.
 """
 
 from __future__ import annotations
@@ -50,14 +50,15 @@ def user_message(camera_text: str, user_prompt: str) -> str:
 
 
 def check_answer(answer: str, camera_text: str, motion_words: tuple[str, ...] = ()) -> str:
-    """A model's answer made safe: non-empty, not a refusal, camera motion kept (appended if dropped)."""
+    """A model's answer made safe: non-empty, not a refusal, camera motion kept (the camera prompt is appended
+    when the answer lacks any of its moves or its cuts)."""
     answer = " ".join(answer.split())
     if not answer:
         raise PromptError("the prompt model gave an empty answer")
     if _REFUSAL.match(answer):
         raise PromptError(f"the prompt model refused: {answer[:120]!r}")
     words = motion_words or _motion_words(camera_text)
-    if words and not any(w in answer.lower() for w in words):
+    if not all(w in answer.lower() for w in words):
         answer = f"{answer} {camera_text}"
     return answer
 
@@ -190,8 +191,9 @@ class TransformersBackend:
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else \
             self.tokenizer.eos_token_id
         with torch.no_grad():
+            # At least a few tokens: a model that stops at once would only give an empty-answer error.
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      pad_token_id=pad)
+                                      min_new_tokens=min(8, self.max_new_tokens), pad_token_id=pad)
         answer = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         return check_answer(answer, camera_text)
 
