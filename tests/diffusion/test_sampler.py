@@ -13,7 +13,7 @@ from flax import nnx
 from omnidirector_jax.config import load_config
 from omnidirector_jax.diffusion import flow
 from omnidirector_jax.diffusion.cfg import Guidance
-from omnidirector_jax.diffusion.sampler import Sampler, denoise, integrate, model_apply, shared_inputs
+from omnidirector_jax.diffusion.sampler import Sampler, denoise, integrate, model_apply, sample_euler, shared_inputs
 from omnidirector_jax.errors import OmniDirectorError
 from omnidirector_jax.parallel.mesh import make_mesh
 from omnidirector_jax.train.conditions import build_conditioner
@@ -185,5 +185,10 @@ def test_tiny_mmdit_sampled_on_a_mesh_compiles_once_per_shape():
                      mesh=mesh, rules=cfg.mesh.rules)
     none = Sampler(model_apply(graphdef), dataclasses.replace(cfg.sampler, guidance="none"), mesh=mesh,
                    rules=cfg.mesh.rules)
-    np.testing.assert_allclose(plain1(params, cond, shared, noise), none(params, cond, None, noise), atol=2e-4)
-    assert not np.allclose(out, none(params, cond, None, noise), atol=1e-3)  # adaptive(5) moves the result
+    unguided = none(params, cond, None, noise)
+    np.testing.assert_allclose(plain1(params, cond, shared, noise), unguided, atol=2e-4)
+    assert not np.allclose(out, unguided, atol=1e-3)  # adaptive(5) moves the result
+    # The training previews' entry point is the same unguided Euler loop.
+    preview = jax.jit(lambda p, c, n: sample_euler(graphdef, p, c["ref"], c["grid"], c["text"], c["text_mask"], n,
+                                                   steps=cfg.sampler.steps, shift=cfg.sampler.shift))
+    np.testing.assert_allclose(preview(params, cond, noise), unguided, atol=2e-4)
