@@ -74,6 +74,10 @@ def denoise(apply: Apply, params: Any, cond: dict, shared: dict | None, noise: j
         if shared["neg_text"].shape != cond["text"].shape[1:]:
             raise OmniDirectorError(f"negative prompt states {shared['neg_text'].shape} do not match the prompt's "
                                     f"{cond['text'].shape[1:]}")
+        grid = cond.get("grid")
+        if grid is not None and shared["black_grid"].shape != grid.shape[1:]:
+            raise OmniDirectorError(f"black grid latents {shared['black_grid'].shape} do not match the grid's "
+                                    f"{grid.shape[1:]}")
 
     def velocity(x: jax.Array, t: jax.Array) -> jax.Array:
         return guided_velocity(apply, params, cond, shared, x, t, guidance)

@@ -180,6 +180,8 @@ def describe(traj: Trajectory, cfg: RuleConfig = RuleConfig()) -> CameraPrompt:
             continue
         lead = f"Shot {i + 1}: " if i == 0 else f"Cut to {transitions[i - 1]['label']}. Shot {i + 1}: "
         sentences.append(lead + body)
+    if traj.effect is not None:  # the focal follows the subject distance: name it, it is part of the camera
+        sentences.append("The zoom keeps the subject the same size: a dolly zoom.")
     return CameraPrompt(shots, [(int(a), int(b)) for a, b in ranges], transitions, " ".join(sentences))
 
 
@@ -187,5 +189,6 @@ VOCABULARY = frozenset(
     " ".join([*(v for pair in _TRANSLATION.values() for v in pair),
               *(v for triple in _ROTATION.values() for v in triple),
               "slowly quickly arcs left right around the subject holds still while then camera shot cut to a",
-              "closer wider view from higher lower reverse angle tilted turned canted same framing"]).split())
+              "closer wider view from higher lower reverse angle tilted turned canted same framing",
+              "zoom keeps size dolly"]).split())
 """Every word (lower case, punctuation and digits stripped) a camera prompt can contain."""

@@ -2,11 +2,12 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from omnidirector_jax.camera.trajectory import Trajectory, save_trajectory
+from omnidirector_jax.camera.trajectory import Trajectory, load_trajectory, save_trajectory
 from omnidirector_jax.cli import main
 from omnidirector_jax.data import sample_trajectories as st
 from omnidirector_jax.errors import OmniDirectorError
@@ -127,6 +128,14 @@ def test_camera_prompt_uses_only_the_rule_vocabulary():
         assert words <= VOCABULARY, words - VOCABULARY
 
 
+def test_dolly_zoom_effect_is_named():
+    path = Path(__file__).resolve().parents[2] / "data" / "trajectories" / "dolly_zoom.json"
+    text = describe(load_trajectory(path)).text
+    assert text.endswith("dollies out. The zoom keeps the subject the same size: a dolly zoom.")
+    words = set(re.sub(r"[^a-z\- ]", " ", text.lower()).split())
+    assert words <= VOCABULARY
+
+
 def test_bad_thresholds_are_one_clear_error():
     with pytest.raises(OmniDirectorError, match="subclip_frames"):
         RuleConfig(subclip_frames=1)
@@ -142,5 +151,9 @@ def test_describe_command(tmp_path, capsys):
     assert main(["describe", str(path), "--json", "--prompt", "A lighthouse at dusk"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["shots"]) == 3 and out["prompt"].startswith("A lighthouse at dusk. Shot 1:")
-    assert main(["describe", str(tmp_path / "missing.json")]) == 2
-    assert capsys.readouterr().err.startswith("error: ")
+    for bad in (["describe", str(tmp_path / "missing.json")],
+                ["describe", str(path), "--prompt", "x", "--backend", "http", "--endpoint", "localhost"],
+                ["describe", str(path), "--prompt", "x", "--image", str(tmp_path / "none.png")]):
+        assert main(bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
