@@ -110,9 +110,11 @@ class HTTPBackend:
         self.retries, self.backoff, self.max_tokens = retries, backoff, max_tokens
 
     def request_body(self, camera_text: str, user_prompt: str, image: np.ndarray | None) -> dict:
+        """The chat request; `image` is the user's image [H, W, 3] or its keyframes [N, H, W, 3] (uint8 RGB)."""
         content: list[dict] = [{"type": "text", "text": user_message(camera_text, user_prompt)}]
-        if image is not None:
-            data = base64.b64encode(encode_png(image)).decode("ascii")
+        frames = [] if image is None else list(image) if np.ndim(image) == 4 else [image]
+        for frame in frames:
+            data = base64.b64encode(encode_png(frame)).decode("ascii")
             content.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}})
         return {"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
                 "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}]}

@@ -17,7 +17,7 @@ from omnidirector_jax.diffusion.sampler import Sampler, denoise, integrate, mode
 from omnidirector_jax.errors import OmniDirectorError
 from omnidirector_jax.parallel.mesh import make_mesh
 from omnidirector_jax.train.conditions import build_conditioner
-from omnidirector_jax.train.state import create_model
+from omnidirector_jax.train.state import create_model, make_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 A, C = -1.3, 0.7  # dx/dt = A·x + C·t: a linear field with a closed-form flow
@@ -151,14 +151,16 @@ SMALL = ["model.hidden_size=64", "model.depth=1", "model.single_depth=0", "model
 
 
 def test_tiny_mmdit_sampled_on_a_mesh_compiles_once_per_shape():
-    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", SMALL, num_devices=8)
+    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", SMALL + ["mesh=fsdp"], num_devices=8)
     mesh = make_mesh(cfg.mesh, jax.devices())
+    param_sh = make_layout(cfg, mesh).shardings["params"]  # weights split over fsdp as in training
     graphdef, params = nnx.split(create_model(cfg.model, 0))
     # Fresh MMDiTs zero their output layers (velocity 0 everywhere): perturb every weight so guidance shows.
     leaves, tree = jax.tree.flatten(nnx.to_pure_dict(params))
     keys = jax.random.split(jax.random.key(7), len(leaves))
     params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape, p.dtype)
                                        for p, k in zip(leaves, keys, strict=True)])
+    params = jax.device_put(params, param_sh)
     conditioner, frozen = build_conditioner(cfg)
     shared = shared_inputs(conditioner, frozen, cfg.sampler.negative_prompt, text_len=cfg.model.text_len)
     b = 8
@@ -171,10 +173,10 @@ def test_tiny_mmdit_sampled_on_a_mesh_compiles_once_per_shape():
             "text_mask": jnp.ones((b, cfg.model.text_len), bool)}
     noise = jax.random.normal(k_noise, (b,) + latent)
 
-    sampler = Sampler(model_apply(graphdef), cfg.sampler, mesh=mesh, rules=cfg.mesh.rules)
+    sampler = Sampler(model_apply(graphdef), cfg.sampler, mesh=mesh, rules=cfg.mesh.rules, param_shardings=param_sh)
     out = sampler(params, cond, shared, noise)
     assert out.shape == noise.shape and bool(jnp.isfinite(out).all()) and not np.allclose(out, noise, atol=1e-2)
-    assert out.sharding.spec[0] is not None  # split over the batch axes
+    assert out.sharding.spec[0] == "fsdp"  # split over the batch axis
     again = sampler(params, cond, shared, noise * 0.5)
     assert sampler.compilations == 1 and not np.allclose(out, again)
     with pytest.raises(OmniDirectorError, match="divisible"):
@@ -182,9 +184,9 @@ def test_tiny_mmdit_sampled_on_a_mesh_compiles_once_per_shape():
 
     # Guidance at scale 1 gives the conditional half's velocity: plain(1) == none on the same model.
     plain1 = Sampler(model_apply(graphdef), dataclasses.replace(cfg.sampler, guidance="plain", grid_scale=1.0),
-                     mesh=mesh, rules=cfg.mesh.rules)
+                     mesh=mesh, rules=cfg.mesh.rules, param_shardings=param_sh)
     none = Sampler(model_apply(graphdef), dataclasses.replace(cfg.sampler, guidance="none"), mesh=mesh,
-                   rules=cfg.mesh.rules)
+                   rules=cfg.mesh.rules, param_shardings=param_sh)
     unguided = none(params, cond, None, noise)
     np.testing.assert_allclose(plain1(params, cond, shared, noise), unguided, atol=2e-4)
     assert not np.allclose(out, unguided, atol=1e-3)  # adaptive(5) moves the result

@@ -98,6 +98,14 @@ def test_http_success_sends_image_and_camera_but_no_caption(server):
     assert not any(re.search(rf"\b{w}\b", sent) for w in ("barn", "snowy", "horses", "field", "red"))
 
 
+def test_http_sends_keyframes_as_separate_images():
+    body = HTTPBackend("http://127.0.0.1:1/v1", "m").request_body(CAMERA, "cliff", np.stack([IMAGE, IMAGE[::-1]]))
+    parts = body["messages"][1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url", "image_url"]
+    with pytest.raises(PromptError, match="uint8 RGB"):
+        HTTPBackend("http://127.0.0.1:1/v1", "m").request_body(CAMERA, "cliff", IMAGE.astype(np.float32))
+
+
 def test_http_retries_a_server_error_then_succeeds(server):
     answer = "A cliff. The camera dollies in; cut; it trucks right; cut; it arcs left."
     server.replies += [(503, {"error": "busy"}, 0.0), (200, _reply(answer), 0.0)]
