@@ -111,7 +111,7 @@ def shared_inputs(conditioner: Any, frozen: dict, negative_prompt: str, *, text_
 class Sampler:
     """The jitted sampler of one `SamplerConfig`: `sampler(params, cond, shared, noise) -> x_0`.
 
-    Parameters are jit arguments (never constants of the program); with a mesh, params take
+    Parameters are jit arguments (never constants of the program); with a mesh, params are placed with
     `param_shardings` (replicated if None) and every batched input and the output are split on the batch
     axis by the rules' `activation_batch`, the shared guidance inputs replicated. One compilation per set of
     input shapes (see :attr:`compilations`)."""
@@ -134,6 +134,7 @@ class Sampler:
             with rules_lib.activation_sharding(mesh, rules):
                 return go()
 
+        self._placements = None
         if mesh is None:
             self.shards = 1
             self._jit = jax.jit(run)
@@ -144,8 +145,8 @@ class Sampler:
                                                        ([axes] if isinstance(axes, str) else axes))
         batch = NamedSharding(mesh, PartitionSpec(axes))
         replicated = NamedSharding(mesh, PartitionSpec())
-        self._jit = jax.jit(run, in_shardings=(param_shardings if param_shardings is not None else replicated,
-                                               batch, replicated, batch), out_shardings=batch)
+        self._placements = (param_shardings if param_shardings is not None else replicated, batch, replicated, batch)
+        self._jit = jax.jit(run, in_shardings=self._placements, out_shardings=batch)
 
     @property
     def evaluations(self) -> int:
@@ -167,4 +168,7 @@ class Sampler:
                                     "the mesh (pad the jobs)")
         if self.guidance.mode == "none":
             shared = None
-        return self._jit(params, cond, shared, noise)
+        args = (params, cond, shared, noise)
+        if self._placements is not None:  # no-op for inputs already placed so; moves others (jit refuses them)
+            args = tuple(jax.device_put(a, s) for a, s in zip(args, self._placements, strict=True))
+        return self._jit(*args)

@@ -186,7 +186,7 @@ def test_tiny_mmdit_sampled_on_a_mesh_compiles_once_per_shape():
     plain1 = Sampler(model_apply(graphdef), dataclasses.replace(cfg.sampler, guidance="plain", grid_scale=1.0),
                      mesh=mesh, rules=cfg.mesh.rules, param_shardings=param_sh)
     none = Sampler(model_apply(graphdef), dataclasses.replace(cfg.sampler, guidance="none"), mesh=mesh,
-                   rules=cfg.mesh.rules, param_shardings=param_sh)
+                   rules=cfg.mesh.rules)  # replicated weights: the fsdp-placed params are moved, not refused
     unguided = none(params, cond, None, noise)
     np.testing.assert_allclose(plain1(params, cond, shared, noise), unguided, atol=2e-4)
     assert not np.allclose(out, unguided, atol=1e-3)  # adaptive(5) moves the result
