@@ -20,8 +20,10 @@ setup(
         "numpy>=2.0,<3",
         "scipy>=1.13,<2",
         "tensorflow-datasets>=4.9.10,<5",
+        "importlib-resources>=6.4,<8",  # TFDS needs it to load a dataset builder from a package (data/)
+        "simplejpeg>=1.8,<2",  # JPEG frames in the Grain pipeline (OpenCV is the fallback)
         "transformers>=5.0,<6",
-        "opencv-python-headless>=4.10,<6",
+        "opencv-python-headless>=4.10,<5.2",  # fuzz-tested on 4.10.0.84 and 5.1.0.95
         "imageio-ffmpeg>=0.6,<1",
         "click>=8.1,<9",
         "pyyaml>=6.0,<7",

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "omnidirector_jax.perception.commands",
     "omnidirector_jax.models.commands",
     "omnidirector_jax.data.commands",
+    "omnidirector_jax.data.pipeline_commands",
     "omnidirector_jax.eval.commands",
     "omnidirector_jax.perception.extract_commands",
     "omnidirector_jax.train.commands",

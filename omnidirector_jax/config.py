@@ -169,6 +169,7 @@ class ConditionConfig:
     encoder: str = "vae"  # vae (Wan 2.1 VAE) | pixel (space-to-depth of pixels; tiny configs)
     vae_dir: str = ""  # folder of diffusers AutoencoderKLWan weights; "" = randomly initialised (benchmarks)
     vae_base_dim: int = 96  # VAE width when randomly initialised
+    vae_dtype: str = "float32"  # VAE compute dtype (bfloat16 on accelerators)
     text_encoder_dir: str = ""  # folder of a T5/UMT5 encoder; "" = the small random byte-level default
     raster_method: str = "scatter"  # scatter (CPU/GPU) | tiled (TPU)
     raster_profile: str = "opencv"  # opencv | smooth
@@ -435,6 +436,7 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     t, c = cfg.train, cfg.conditions
     choices = {"train.schedule": (t.schedule, ("cosine", "constant")),
                "conditions.encoder": (c.encoder, ("vae", "pixel")),
+               "conditions.vae_dtype": (c.vae_dtype, DTYPES),
                "conditions.raster_method": (c.raster_method, ("scatter", "tiled")),
                "conditions.raster_profile": (c.raster_profile, ("opencv", "smooth"))}
     for name, (value, allowed) in choices.items():
@@ -530,4 +532,11 @@ def load_config(
 
         num_devices = jax.device_count()
     validate(cfg, num_devices)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """A Config from `Config.to_dict()` output (e.g. saved with a checkpoint), validated without device checks."""
+    cfg = _build(Config, data, "")
+    validate(cfg, None)
     return cfg

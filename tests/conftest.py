@@ -7,6 +7,12 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=8").strip()
 
+# Persistent compilation cache for the session (and the CLI subprocesses tests start): many tests compile the
+# same small programs (a train step per resumed run, the renderer per shape); on 2 cores that dominates CI.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                                "omnidirector-test-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

@@ -160,8 +160,30 @@ def demo_command(out_dir, traj_dir, backend):
 @click.option("--repeats", default=5, show_default=True,
               help="Timed runs per measurement, JAX and OpenCV interleaved (the best of each is kept).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
-def bench_raster_command(frames, repeats, as_json):
+@click.option("--device-path", is_flag=True,
+              help="Instead: the train step's grid path on the default backend (batch, room on device, jitter, "
+                   "random colours; both methods and profiles, forward and gradient).")
+@click.option("--batch", default=8, show_default=True, help="--device-path: trajectories per batch.")
+@click.option("--size", default="480x832", show_default=True, help="--device-path: frame size HxW.")
+@click.option("--method", "methods", multiple=True, type=click.Choice(["scatter", "tiled"]),
+              help="--device-path: only these methods (repeatable; default both).")
+@click.option("--parity", is_flag=True, help="Instead: opencv-profile parity against OpenCV on every sample "
+                                             "trajectory, both methods, on the default backend.")
+def bench_raster_command(frames, repeats, as_json, device_path, batch, size, methods, parity):
     """Frames/s of the JAX rasterizer vs the OpenCV reference on the same scenes, with their ratio."""
+    if device_path or parity:
+        from omnidirector_jax.camera import bench_device
+
+        if parity:
+            rows = bench_device.run_parity()
+        else:
+            height, width = (int(v) for v in size.lower().split("x"))
+            rows = bench_device.run_device_path_bench(batch=batch, frames=frames, height=height, width=width,
+                                                      methods=methods or ("scatter", "tiled"), repeats=repeats)
+        for row in rows:
+            click.echo(json.dumps(row) if as_json else "  ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        return
     use_host_cores()
     from omnidirector_jax.camera.bench import run_raster_bench
 

@@ -303,7 +303,9 @@ def build_scene_jax(w2c: jax.Array, frame_shot: jax.Array, cfg: GridConfig = Gri
     fam = jnp.concatenate([jnp.full(xo.size, FAMILY_X), jnp.full(zo.size, FAMILY_Z),
                            jnp.full(wo.size, FAMILY_VERTICAL)]).astype(jnp.int32)
     shot = jnp.concatenate([shot_of(xo).ravel(), shot_of(zo).ravel(), shot_of(wo).ravel()]).astype(jnp.int32)
-    (pick,) = jnp.nonzero(ok, size=max_segments, fill_value=0)
+    # The first max_segments kept ones, in order, by a stable sort: jnp.nonzero compiles to a scatter (slow on TPU).
+    pick = jnp.argsort(~ok, stable=True)[:max_segments]
+    pick = jnp.pad(pick, (0, max_segments - pick.shape[0]))  # fewer candidates than slots: index 0, invalid
     valid = jnp.arange(max_segments) < ok.sum()
     return {"segments": seg[pick], "family": fam[pick], "shot": jnp.where(valid, shot[pick], -1),
             "valid": valid, "spacing": g, "view": v,

@@ -53,6 +53,8 @@ def maybe_initialize(coordinator: str | None = None, num_processes: int | None =
     kind = cluster_kind(coordinator)
     if kind == "single":
         return kind
+    # CPU processes reduce over gloo (the default CPU client has no cross-process collectives); GPU/TPU ignore it.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if kind == "explicit":
         coordinator = coordinator or os.environ["OMNIDIRECTOR_COORDINATOR"]
         num_processes = num_processes if num_processes is not None else _env_int("OMNIDIRECTOR_NUM_PROCESSES")

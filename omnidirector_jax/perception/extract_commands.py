@@ -19,6 +19,7 @@ def extract_trajectory(video_path, *, estimator: str = "vo", poses_path=None, we
     trajectory marks as transition frames.
     """
     import logging
+    import time
 
     import numpy as np
 
@@ -30,7 +31,10 @@ def extract_trajectory(video_path, *, estimator: str = "vo", poses_path=None, we
     from omnidirector_jax.perception.video import read_video, resize_frames
 
     log = logging.getLogger("omnidirector_jax.extract")
+    timings = {}  # seconds per stage, in the report: what `bench extract` reads
+    start = time.perf_counter()
     video = read_video(video_path, min_frames=2, progress=progress)
+    timings["decode_s"] = time.perf_counter() - start
     frames, fps = video.frames, video.fps
     if len(frames) < 2:
         raise OmniDirectorError(f"{video_path} has only {len(frames)} frame; camera motion needs at least 2")
@@ -38,12 +42,15 @@ def extract_trajectory(video_path, *, estimator: str = "vo", poses_path=None, we
     log.info("read %d frames of %dx%d at %.3g fps from %s", len(frames), width, height, fps, video_path)
 
     log.info("detecting shots")
+    start = time.perf_counter()
     shot_result = detect_shots(frames, weights_dir=weights, threshold=threshold, progress=progress)
     cuts = [int(c) for c in shot_result.cuts]
+    timings["shots_s"] = time.perf_counter() - start
     log.info("shot detector (%s): %d cut(s) at %s", shot_result.method, len(cuts), cuts)
     shots = Trajectory.create(np.tile(np.eye(3, 4), (len(frames), 1, 1)), height=height, width=width,
                               cuts=cuts).shots()
 
+    start = time.perf_counter()
     a_width = min(width, max_width)
     a_height = max(2, round(height * a_width / width))
     small = frames if (a_height, a_width) == (height, width) else resize_frames(frames, (a_width, a_height))
@@ -57,9 +64,11 @@ def extract_trajectory(video_path, *, estimator: str = "vo", poses_path=None, we
     traj = Trajectory.create(result.w2c, result.K, height=a_height, width=a_width, fps=fps, cuts=cuts)
     if (a_height, a_width) != (height, width):
         traj = traj.resized(height, width)
+    timings[f"poses_{estimator}_s"] = time.perf_counter() - start
     report = {"video": str(video_path), "num_frames": len(frames), "fps": fps, "estimator": estimator,
               "shot_method": shot_result.method, "cuts": cuts, "probabilities":
-              [round(float(p), 6) for p in shot_result.probabilities]} | result.report()
+              [round(float(p), 6) for p in shot_result.probabilities]} | result.report() \
+        | {"timings": {k: round(v, 4) for k, v in timings.items()}}
     return traj, report
 
 
@@ -92,8 +101,9 @@ def extract_command(video, out, estimator, poses_path, weights, threshold, focal
 
     from omnidirector_jax.camera.trajectory import save_trajectory
     from omnidirector_jax.errors import OmniDirectorError
+    from omnidirector_jax.perception.logs import setup_logging
 
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    setup_logging(verbose)
     if estimator == "npz" and poses_path is None:
         raise OmniDirectorError("--estimator npz needs --poses POSES.npz")
     if max_width < 16:
@@ -108,6 +118,11 @@ def extract_command(video, out, estimator, poses_path, weights, threshold, focal
     side.write_text(json.dumps(report, indent=1))
     click.echo(f"wrote {out} ({traj.num_frames} frames, {len(traj.shots())} shot(s), cuts {list(traj.cuts)}) "
                f"and {side}")
+    counts, total = report["model_counts"], max(len(report["shots"]), 1)
+    click.echo("camera model per shot: " + ", ".join(
+        f"{label} {counts[key]} ({counts[key] / total:.0%})"
+        for key, label in (("6dof", "6-DoF"), ("rotation", "rotation-only"), ("failed", "failed")))
+        + f" of {len(report['shots'])} shot(s)")
     failed = report["failed_shots"]
     if failed:
         listed = ", ".join(map(str, failed[:30])) + (", …" if len(failed) > 30 else "")
@@ -127,3 +142,72 @@ def extract_command(video, out, estimator, poses_path, weights, threshold, focal
 
 
 COMMANDS.append(extract_command)
+
+
+@click.command("extract")
+@click.argument("video", type=click.Path(dir_okay=False))
+@click.option("--estimator", "estimators", type=click.Choice(["vo", "colmap"]), multiple=True,
+              help="Pose back end(s) to time (repeat the option; default vo).")
+@click.option("--weights", type=click.Path(file_okay=False), default=None,
+              help="TransNetV2 checkpoint folder (else $OMNIDIRECTOR_TRANSNETV2_WEIGHTS, else the classical "
+                   "detector).")
+@click.option("--max-width", type=int, default=640, show_default=True, help="As for `extract`.")
+@click.option("--grid-size", default="90x160", show_default=True,
+              help="Size HxW of the camera-grid video to time ('none' to skip the grid).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench_extract(video, estimators, weights, max_width, grid_size, as_json):
+    """Per-stage time of `extract` on VIDEO (decode, shots, poses per back end, grid) and videos/hour per core.
+
+    Videos/hour per core divides by the CPU time the process used (all its threads), so it plans a
+    dataset build on N cores as N × that figure, whatever else the machine runs; the wall-clock figure
+    is for this run only.
+    """
+    import json
+    import logging
+    import os
+    import time
+    import warnings
+
+    from omnidirector_jax.perception.logs import setup_logging
+
+    setup_logging(False)
+    # The estimators' per-shot lines (and failed-shot warnings) would drown the figures.
+    logging.getLogger("omnidirector_jax").setLevel(logging.ERROR)
+    estimators = estimators or ("vo",)
+    size = None if grid_size.lower() == "none" else parse_size(grid_size)
+    stages: dict[str, float] = {}
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    report = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        for i, estimator in enumerate(estimators):
+            traj, report = extract_trajectory(video, estimator=estimator, weights=weights, max_width=max_width,
+                                              progress=False)
+            timings = report["timings"]
+            if i == 0:  # decoding and shot detection do not depend on the pose back end: count them once
+                stages["decode"], stages["shots"] = timings["decode_s"], timings["shots_s"]
+            stages[f"poses ({estimator})"] = timings[f"poses_{estimator}_s"]
+        if size is not None:
+            from omnidirector_jax.camera.render import render_grid
+
+            start = time.perf_counter()
+            render_grid(traj.resized(*size))
+            stages["grid"] = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    out = {"video": str(video), "frames": report["num_frames"], "shots": len(report["shots"]),
+           "stages_s": {k: round(v, 3) for k, v in stages.items()}, "wall_s": round(wall, 3),
+           "cpu_s": round(cpu, 3), "cores": cores, "videos_per_hour_per_core": round(3600.0 / cpu, 2),
+           "videos_per_hour_wall": round(3600.0 / wall, 2), "model_counts": report["model_counts"]}
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+        return
+    click.echo(f"extract on {video}: {out['frames']} frames, {out['shots']} shot(s)")
+    for name, seconds in stages.items():
+        click.echo(f"  {name:<16}{seconds:>9.2f} s{100 * seconds / wall:>6.1f} %")
+    click.echo(f"  {'total (wall)':<16}{wall:>9.2f} s; CPU {cpu:.2f} s on {cores} core(s)")
+    click.echo(f"videos/hour per core: {out['videos_per_hour_per_core']:.1f} (CPU time); this run: "
+               f"{out['videos_per_hour_wall']:.1f} videos/hour wall")
+
+
+BENCH_COMMANDS: list[click.Command] = [bench_extract]

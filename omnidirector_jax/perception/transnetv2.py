@@ -276,7 +276,10 @@ class TransNetV2Predictor:
                 f"got {frames.dtype} {frames.shape}")
         if len(frames) == 0:
             raise OmniDirectorError("TransNetV2 got no frames")
-        from tqdm import tqdm
+        if progress:
+            from tqdm import tqdm
+        else:  # no progress bar wanted: do not require tqdm (a bare device machine may lack it)
+            tqdm = _NoBar
 
         padded = pad_for_windows(frames)
         outputs: list[tuple[jax.Array, int]] = []
@@ -289,6 +292,22 @@ class TransNetV2Predictor:
                 bar.update(min(STRIDE * valid, len(frames) - bar.n))
         probs = np.concatenate([np.asarray(p)[:, :valid].reshape(2, -1) for p, valid in outputs], axis=1)
         return probs[0, : len(frames)], probs[1, : len(frames)]
+
+
+class _NoBar:
+    """Stands in for ``tqdm`` when no progress bar is shown."""
+
+    def __init__(self, total: int = 0, **_) -> None:
+        self.n = 0
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *_) -> None:
+        return None
+
+    def update(self, k: int) -> None:
+        self.n += k
 
 
 # ----------------------------------------------------------------------------------------------------------

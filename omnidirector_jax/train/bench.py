@@ -58,12 +58,18 @@ def encode_flops(cfg: Config, conditioner: Any, frozen: Any, batch: int) -> floa
 
 def run_train_bench(config_path: str, overrides: list[str], *, batch: int | None = None,
                     steps: int | None = None) -> dict[str, Any]:
+    """`bench train`: the config at `batch` clips (default: one per device)."""
+    batch = jax.device_count() if batch is None else batch
+    return measure_train_step(load_config(config_path, [*overrides, f"shape.batch_size={batch}"]), steps)
+
+
+def measure_train_step(cfg: Config, steps: int | None = None) -> dict[str, Any]:
+    """Times the real train step of `cfg` (its `shape.batch_size`) after compile and warm-up."""
     from omnidirector_jax.train.conditions import build_conditioner
     from omnidirector_jax.train.state import init_state, make_layout
     from omnidirector_jax.train.step import batch_shardings, make_train_step, model_inputs
 
-    batch = jax.device_count() if batch is None else batch
-    cfg = load_config(config_path, [*overrides, f"shape.batch_size={batch}"])
+    batch = cfg.shape.batch_size
     steps = cfg.bench.steps if steps is None else steps
     mesh = make_mesh(cfg.mesh)
     layout = make_layout(cfg, mesh)

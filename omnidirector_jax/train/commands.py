@@ -49,12 +49,11 @@ def train_command(config_path, workdir, overrides, max_steps, coordinator, num_p
         raise OmniDirectorError(f"data.dir: no dataset at {cfg.data.dir} (no manifest.json); build one with "
                                 f"omnidirector build-dataset")
     summary = train(cfg, workdir, progress=progress, max_steps=max_steps)
-    if jax.process_index() == 0:
-        last = summary.losses.get(summary.final_step)
-        click.echo(f"{summary.reason}: steps {summary.start_step} -> {summary.final_step}"
-                   + (f", loss {last:.4f}" if last is not None else "")
-                   + f", last checkpoint {summary.last_checkpoint}, compile {summary.compile_s:.1f} s, "
-                   f"workdir {Path(workdir).resolve()}")
+    last = summary.losses.get(summary.final_step)
+    click.echo(f"process {jax.process_index()}/{jax.process_count()}: {summary.reason}: steps {summary.start_step} "
+               f"-> {summary.final_step}" + (f", loss {last:.4f}" if last is not None else "")
+               + f", last checkpoint {summary.last_checkpoint}, compile {summary.compile_s:.1f} s, params digest "
+               f"{summary.params_digest}, workdir {Path(workdir).resolve()}")
     if summary.reason == "non_finite":
         raise OmniDirectorError(f"stopped at step {summary.final_step}: {cfg.train.max_bad_steps} non-finite steps "
                                 f"in a row; the last good checkpoint is step {summary.last_checkpoint}")

@@ -137,9 +137,9 @@ def _encoders(cfg: Config, seed: int, abstract: bool) -> tuple[nnx.Module, nnx.M
     if c.vae_dir:
         from omnidirector_jax.models.vae_weights import load_wan_vae
 
-        vae = load_wan_vae(c.vae_dir)
+        vae = load_wan_vae(c.vae_dir, dtype=c.vae_dtype)
     else:
-        vcfg = vae_lib.VAEConfig(base_dim=c.vae_base_dim, z_dim=m.latent_channels,
+        vcfg = vae_lib.VAEConfig(base_dim=c.vae_base_dim, z_dim=m.latent_channels, dtype=c.vae_dtype,
                                  latents_mean=(0.0,) * m.latent_channels, latents_std=(1.0,) * m.latent_channels)
         vae = make(lambda: vae_lib.WanVAE(vcfg, rngs=nnx.Rngs(seed + 2)))
     if vae.cfg.z_dim != m.latent_channels:

@@ -25,16 +25,16 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding
 
 from omnidirector_jax.config import Config
+from omnidirector_jax.data.pipeline import global_batch
 from omnidirector_jax.errors import OmniDirectorError
 from omnidirector_jax.models import flops as flops_lib
 from omnidirector_jax.parallel.mesh import make_mesh
 from omnidirector_jax.train import checkpoint as ckpt_lib
 from omnidirector_jax.train.conditions import build_conditioner
 from omnidirector_jax.train.state import init_state, make_layout
-from omnidirector_jax.train.step import batch_shardings, make_train_step, step_batch
+from omnidirector_jax.train.step import make_train_step, step_batch
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,7 @@ class Summary:
     losses: dict[int, float]
     compile_s: float
     last_checkpoint: int | None
-
-
-def global_batch(host: dict[str, np.ndarray], shardings: dict[str, NamedSharding]) -> dict[str, jax.Array]:
-    """Per-process host arrays -> global arrays (batch axis concatenated over processes, in process order)."""
-    out = {}
-    for key, sharding in shardings.items():
-        local = np.asarray(host[key])
-        shape = (local.shape[0] * jax.process_count(),) + local.shape[1:]
-        out[key] = jax.make_array_from_process_local_data(sharding, local, shape)
-    return out
+    params_digest: str = ""  # of this process's copy of the parameters (processes of one run must agree)
 
 
 def check_batch(cfg: Config, batch: dict[str, np.ndarray]) -> None:
@@ -178,6 +169,7 @@ def train(cfg: Config, workdir: str | Path, *, data: Iterator | None = None,
     checkpoint. `data`: a Grain iterator (default: the pipeline over `data.dir`)."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    owns_data = data is None  # an iterator we make we also close (it may own worker processes)
     primary = jax.process_index() == 0
     t_cfg = cfg.train
     mesh = make_mesh(cfg.mesh)
@@ -203,10 +195,7 @@ def train(cfg: Config, workdir: str | Path, *, data: Iterator | None = None,
     frozen = jax.device_put(frozen_host, layout.replicated)
     host = next(data)
     check_batch(cfg, host)
-    batch_like = step_batch(host)
-    shardings = batch_shardings(layout, {k: jax.ShapeDtypeStruct((v.shape[0] * jax.process_count(),) + v.shape[1:],
-                                                                 v.dtype) for k, v in batch_like.items()})
-    batch = global_batch(batch_like, shardings)
+    batch = global_batch(step_batch(host), mesh, cfg.mesh.rules)
     t0 = time.perf_counter()
     step_fn = make_train_step(cfg, layout, conditioner, batch, frozen).lower(state, batch, frozen).compile()
     compile_s = time.perf_counter() - t0
@@ -258,7 +247,7 @@ def train(cfg: Config, workdir: str | Path, *, data: Iterator | None = None,
                 t_data = time.perf_counter()
                 if step_no > start:
                     host = next(data)
-                    batch = global_batch(step_batch(host), shardings)
+                    batch = global_batch(step_batch(host), mesh, cfg.mesh.rules)
                 data_wait = time.perf_counter() - t_data
                 state, metrics = step_fn(state, batch, frozen)
                 step_no += 1
@@ -285,11 +274,24 @@ def train(cfg: Config, workdir: str | Path, *, data: Iterator | None = None,
     finally:
         checkpointer.close()
         writers.close()
+        if owns_data and hasattr(data, "close"):
+            data.close()
         if bar is not None:
             bar.close()
     if primary:
         write_loss_curve(workdir)
-    return Summary(start, max(losses, default=start), reason, losses, compile_s, last_saved)
+    return Summary(start, max(losses, default=start), reason, losses, compile_s, last_saved,
+                   params_digest(state["params"]))
+
+
+def params_digest(params: Any) -> str:
+    """SHA-256 of this process's first addressable shard of every parameter (bytes, in tree order)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(params):
+        digest.update(np.asarray(leaf.addressable_shards[0].data).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _write_preview(cfg: Config, layout: Any, conditioner: Any, state: Any, batch: dict, frozen: Any,

@@ -8,6 +8,7 @@ import pytest
 
 from omnidirector_jax.camera import poses, raster
 from omnidirector_jax.camera.augment import jitter_poses, random_colors
+from omnidirector_jax.camera.raster import composite, primitives, scatter
 from omnidirector_jax.camera.reference import render_grid_reference
 from omnidirector_jax.camera.render import camera_arrays, render_grid
 from omnidirector_jax.camera.scene import DEFAULT_COLORS, build_scene, build_scene_jax, scene_arrays
@@ -50,8 +51,8 @@ def _draw_pair(a, b, thickness, h=120, w=160):
     seg = {"a": jnp.asarray(np.round(a * 16) / 16, jnp.float32), "b": jnp.asarray(np.round(b * 16) / 16, jnp.float32),
            "family": jnp.zeros(n, jnp.int32), "fog": jnp.ones(n), "thickness": jnp.asarray(thickness, jnp.float32),
            "keep": jnp.ones(n, bool)}
-    acc, _ = raster._raster_scatter(raster.make_primitives(seg, cfg)[None], h, w, cfg)
-    got = np.asarray(raster.to_uint8(raster._composite(acc[0], jnp.ones((3, 3)))))[..., 0]
+    acc, _ = scatter._raster_scatter(raster.make_primitives(seg, cfg)[None], h, w, cfg)
+    got = np.asarray(raster.to_uint8(composite._composite(acc[0], jnp.ones((3, 3)))))[..., 0]
     ref = np.zeros((h, w, 3), np.uint8)
     for p, q, t in zip(a, b, thickness, strict=True):
         cv2.line(ref, tuple(int(v) for v in np.round(p * 16)), tuple(int(v) for v in np.round(q * 16)),
@@ -134,12 +135,12 @@ def test_scatter_passes_equal_the_per_pixel_formulas(thickness):
            "family": jnp.asarray(rng.integers(0, 3, n), jnp.int32), "fog": jnp.ones(n),
            "thickness": jnp.full(n, float(thickness)), "keep": jnp.ones(n, bool)}
     prims = raster.make_primitives(seg, cfg)
-    acc, overflow = raster._raster_scatter(prims[None], h, w, cfg)
+    acc, overflow = scatter._raster_scatter(prims[None], h, w, cfg)
     yy, xx = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
-    live = np.flatnonzero(np.asarray(prims[:, raster._F["live"]]) > 0.5)
+    live = np.flatnonzero(np.asarray(prims[:, primitives._F["live"]]) > 0.5)
     dense = np.zeros((h, w, 3))
     for i in live:
-        fam = int(prims[i, raster._F["family"]])
+        fam = int(prims[i, primitives._F["family"]])
         dense[..., fam] += np.asarray(raster.primitive_weight(prims[i], xx, yy, cfg))
     assert int(overflow[0]) == 0 and (dense > 0).any(-1).mean() > 0.03
     np.testing.assert_allclose(np.moveaxis(np.asarray(acc[0].real), 0, -1), dense, atol=1e-3)  # (3, H, W) planes
@@ -333,17 +334,17 @@ def test_render_grid_pieces_many_shots_into_few_programs(monkeypatch):
 def test_fast_exponential_and_reciprocal_against_float64():
     """The composite's polynomial e^(−x) and Newton 1/x against NumPy float64, with their derivatives."""
     x = np.concatenate([[0.0, 1e-7, 1e-3], np.linspace(0.0, 90.0, 20001)]).astype(np.float32)
-    got = np.asarray(raster._exp_neg(jnp.asarray(x)), np.float64)
+    got = np.asarray(composite._exp_neg(jnp.asarray(x)), np.float64)
     want = np.exp(-x.astype(np.float64))
     normal = x < 87.0  # below that e^(−x) is a normal float; beyond, it stays near 2^-126
     assert np.abs(got[normal] / want[normal] - 1.0).max() < 1.1e-4 and got[~normal].max() < 2.4e-38
-    assert got[0] == 1.0 and float(raster._exp_neg(jnp.float32(200.0))) < 1e-37  # clamped at 2^-126, finite
+    assert got[0] == 1.0 and float(composite._exp_neg(jnp.float32(200.0))) < 1e-37  # clamped at 2^-126, finite
     y = np.exp(np.random.default_rng(0).uniform(np.log(1e-6), np.log(1e12), 20000)).astype(np.float32)
-    rec = np.asarray(raster._reciprocal(jnp.asarray(y)), np.float64)
+    rec = np.asarray(composite._reciprocal(jnp.asarray(y)), np.float64)
     assert np.abs(rec * y.astype(np.float64) - 1.0).max() < 1e-5
-    dexp = np.asarray(jax.vmap(jax.grad(raster._exp_neg))(jnp.asarray(x[:50])))
+    dexp = np.asarray(jax.vmap(jax.grad(composite._exp_neg))(jnp.asarray(x[:50])))
     np.testing.assert_allclose(dexp, -np.exp(-x[:50].astype(np.float64)), rtol=2e-4)
-    drec = np.asarray(jax.vmap(jax.grad(raster._reciprocal))(jnp.asarray(y[:50])))
+    drec = np.asarray(jax.vmap(jax.grad(composite._reciprocal))(jnp.asarray(y[:50])))
     np.testing.assert_allclose(drec, -1.0 / y[:50].astype(np.float64) ** 2, rtol=3e-5)
 
 
@@ -354,7 +355,7 @@ def test_composite_matches_float64_formula():
     total[:, 0, :3] = [[1e-7, 30.0, 0.0]] * 3  # faint, saturated and empty pixels
     fogged = total * rng.uniform(0.05, 1.0, total.shape)
     colors = rng.random((3, 3))
-    got = np.asarray(raster._composite(jnp.asarray(total + 1j * fogged, jnp.complex64), jnp.asarray(colors)))
+    got = np.asarray(composite._composite(jnp.asarray(total + 1j * fogged, jnp.complex64), jnp.asarray(colors)))
     trans = np.exp(-total)
     paint = np.divide((1 - trans) * fogged, total, out=np.zeros_like(total), where=total > 0)
     x, z, v = (paint[f][..., None] * colors[f] for f in range(3))

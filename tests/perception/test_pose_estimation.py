@@ -55,6 +55,8 @@ def test_extract_recovers_cuts_and_cameras(videos, name, tmp_path, capsys):
     assert metrics.tem_pre == 1.0
     report = json.loads((tmp_path / "est.extract.json").read_text())
     assert report["failed_shots"] == [] and report["estimator"] == "vo"
+    assert report["models"] == ["rotation" if name == "pan" else "6dof"] * len(report["shots"])
+    assert "camera model per shot: 6-DoF" in capsys.readouterr().out
     valid = np.array(report["valid"], dtype=bool)
     assert valid[ref.shot_index() >= 0].all() and not valid[list(ref.cuts)].any()
     for a, b in est.shots():  # each shot starts at the identity, unit path length (or none: a pan)
@@ -281,3 +283,28 @@ def test_vo_reinitialises_after_tracking_loss():
     # The second segment's scale matches the first (constant speed): steps stay about equal.
     steps = np.linalg.norm(np.diff(poses.camera_centers(w2c), axis=0), axis=1)
     assert np.median(steps[16:]) == pytest.approx(np.median(steps[:14]), rel=0.15)
+
+
+# ------------------------------------------------------------------------------- camera model per shot
+def test_rotation_only_chain_bridges_a_track_break_and_says_so():
+    """A pan whose tracks all break at frame 10 (new ids): the chain re-anchors there, holding the
+    rotation (that frame invalid), and the later rotations stay exact relative to it."""
+    rng = np.random.default_rng(3)
+    ref = st.named("pan", height=H, width=W, num=20)
+    X = rng.uniform([-6, -4, 4], [6, 4, 12], size=(800, 3))
+    est = pe.VisualOdometry().estimate_tracks(_projected_tracks(ref, X, rng, id_offset_from=10), ref.K[0], (0, 20))
+    assert est.model == "rotation" and "1 track break" in est.reason
+    assert not est.valid[10] and est.valid[np.arange(20) != 10].all()
+    rel_est = est.w2c[15, :, :3] @ est.w2c[11, :, :3].T
+    rel_ref = ref.w2c[15, :, :3] @ ref.w2c[11, :, :3].T
+    assert poses.rotation_angle_deg(rel_est @ rel_ref.T) < 0.05
+
+
+def test_short_shot_gets_rotation_only_and_the_report_says_why():
+    rng = np.random.default_rng(4)
+    ref = st.named("dolly", height=H, width=W, num=5)
+    X = rng.uniform([-4, -3, 3], [4, 3, 9], size=(600, 3))
+    vo = pe.VisualOdometry()
+    est = vo.estimate_tracks(_projected_tracks(ref, X, rng), ref.K[0], (0, 5))
+    assert est.model == "rotation" and "short shot" in est.reason and est.valid.all()
+    assert np.all(est.w2c[:, :, 3] == 0.0)

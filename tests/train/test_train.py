@@ -5,6 +5,7 @@ import os
 import signal
 from pathlib import Path
 
+import grain
 import jax
 import memory_data
 import numpy as np
@@ -128,10 +129,11 @@ def eval_json(line):
     return json.loads(line)
 
 
-class _SigtermAt:
+class _SigtermAt(grain.DatasetIterator):
     """Data iterator that sends this process a real SIGTERM when batch `at` is drawn."""
 
     def __init__(self, inner, at):
+        super().__init__(inner)
         self.inner, self.at, self.count = inner, at, 0
 
     def __next__(self):
@@ -156,10 +158,11 @@ def test_sigterm_saves_and_next_run_resumes(tmp_path):
     assert second.start_step == 3 and second.final_step == 6
 
 
-class _PoisonAfter:
+class _PoisonAfter(grain.DatasetIterator):
     """Data iterator whose batches after `good` ones carry non-finite intrinsics."""
 
     def __init__(self, inner, good):
+        super().__init__(inner)
         self.inner, self.good, self.count = inner, good, 0
 
     def __next__(self):

@@ -1,0 +1,1 @@
+"""TFDS dataset `omnidirector_clips`: the clip records of an `omnidirector build-dataset` folder."""
