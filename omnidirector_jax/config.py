@@ -220,6 +220,20 @@ class BenchConfig:
 
 
 @dataclass
+class SamplerConfig:
+    """Inference (design §6): rectified-flow solver on a shifted time grid and the guidance of the denoiser."""
+
+    steps: int = 50
+    solver: str = "euler"  # euler | heun (2nd order, two model calls per step)
+    shift: float = 3.0  # SD3 time shift of the grid (1: uniform)
+    guidance: str = "adaptive"  # none | plain | adaptive
+    grid_scale: float = 5.0  # plain: the one scale; adaptive: scale of the grid on high-noise steps
+    content_scale: float = 5.0  # adaptive: scale of reference image + prompt on low-noise steps
+    switch_t: float = 0.6  # adaptive: steps evaluated at t > switch_t are guided by the grid
+    negative_prompt: str = "a completely static camera"
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     shape: ShapeConfig = field(default_factory=ShapeConfig)
@@ -231,6 +245,7 @@ class Config:
     init: InitConfig = field(default_factory=InitConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     name: str = ""
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -484,6 +499,11 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
         for axis in [axes] if isinstance(axes, str) else axes or []:
             if axis not in MESH_AXES:
                 raise ConfigError(f"mesh.rules.{logical}: '{axis}' is not a mesh axis ({', '.join(MESH_AXES)})")
+    sp = cfg.sampler
+    if sp.steps <= 0 or sp.shift <= 0 or sp.solver not in ("euler", "heun") or \
+            sp.guidance not in ("none", "plain", "adaptive") or not 0.0 <= sp.switch_t <= 1.0:
+        raise ConfigError(f"sampler: needs steps > 0, shift > 0, solver euler|heun, guidance none|plain|adaptive and "
+                          f"0 <= switch_t <= 1; got {sp.steps}, {sp.shift}, {sp.solver}, {sp.guidance}, {sp.switch_t}")
     if num_devices is None:
         return
     sizes = resolve_mesh(cfg.mesh, num_devices)
