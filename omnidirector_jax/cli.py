@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "omnidirector_jax.eval.commands",
     "omnidirector_jax.perception.extract_commands",
     "omnidirector_jax.train.commands",
+    "omnidirector_jax.diffusion.commands",
     "omnidirector_jax.prompting.commands",
 ]
 

@@ -170,6 +170,7 @@ class ConditionConfig:
     vae_dir: str = ""  # folder of diffusers AutoencoderKLWan weights; "" = randomly initialised (benchmarks)
     vae_base_dim: int = 96  # VAE width when randomly initialised
     vae_dtype: str = "float32"  # VAE compute dtype (bfloat16 on accelerators)
+    vae_chunked: bool = True  # encode 4 frames at a time (less memory) or all at once (more parallel work)
     text_encoder_dir: str = ""  # folder of a T5/UMT5 encoder; "" = the small random byte-level default
     raster_method: str = "scatter"  # scatter (CPU/GPU) | tiled (TPU)
     raster_profile: str = "opencv"  # opencv | smooth

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 25.0) -> Path
     writer = imageio_ffmpeg.write_frames(
         str(path), (pw, ph), fps=float(fps), codec="libx264", pix_fmt_out="yuv420p", quality=8,
         macro_block_size=1, output_params=["-loglevel", "error"])
-    writer.send(None)
+    with warnings.catch_warnings():  # ffmpeg is fork+exec'd at once: JAX's warning about threads after fork is moot
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        writer.send(None)
     try:
         for frame in frames:
             if (ph, pw) != (h, w):

@@ -51,9 +51,10 @@ def encode_flops(cfg: Config, conditioner: Any, frozen: Any, batch: int) -> floa
     video = jax.ShapeDtypeStruct((2 * batch, s.frames, s.height, s.width, 3), np.float32)
     image = jax.ShapeDtypeStruct((batch, 1, s.height, s.width, 3), np.float32)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), frozen)
-    cost = jax.jit(encode).lower(abstract, video, image).cost_analysis()
+    lowered = jax.jit(encode).lower(abstract, video, image)
+    cost = lowered.cost_analysis() or lowered.compile().cost_analysis()  # some backends count only compiled
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost.get("flops", 0.0))
+    return float((cost or {}).get("flops", 0.0))
 
 
 def run_train_bench(config_path: str, overrides: list[str], *, batch: int | None = None,

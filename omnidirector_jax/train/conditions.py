@@ -96,12 +96,13 @@ class Conditioner:
     spatial: int
     vae_graphdef: Any
     text_graphdef: Any
+    vae_chunked: bool = True
 
     def encode(self, frozen: dict, frames: jax.Array) -> jax.Array:
         if self.kind == "pixel":
             return pixel_encode(frames, self.spatial)
         vae = nnx.merge(self.vae_graphdef, frozen["vae"])
-        return vae.encode_latents(frames)
+        return vae.encode_latents(frames, chunked=self.vae_chunked)
 
     def decode(self, frozen: dict, latents: jax.Array) -> jax.Array:
         """Latents -> frames [B, T, H, W, 3] in [-1, 1]."""
@@ -164,7 +165,8 @@ def build_conditioner(cfg: Config, seed: int = 0, *, abstract: bool = False) -> 
     if vae is not None:
         vae_graphdef, vae_state = nnx.split(vae)
         frozen["vae"] = vae_state.to_pure_dict()
-    conditioner = Conditioner(cfg.conditions.encoder, s.vae_spatial, vae_graphdef, text_graphdef)
+    conditioner = Conditioner(cfg.conditions.encoder, s.vae_spatial, vae_graphdef, text_graphdef,
+                              cfg.conditions.vae_chunked)
     ids, mask = load_tokenizer(cfg.data.tokenizer or None)([""], m.text_len)
     frozen["empty_ids"], frozen["empty_mask"] = ids[0], mask[0]
     black = jax.ShapeDtypeStruct((1, s.frames, s.height, s.width, 3), jnp.float32)

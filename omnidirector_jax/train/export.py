@@ -39,14 +39,13 @@ def _unflatten(flat: dict[str, np.ndarray]) -> dict:
     return tree
 
 
-def export_run(workdir: str | Path, out_dir: str | Path, *, step: int | None = None,
-               dtype: str = "float16") -> Path:
-    """Writes the parameters (EMA when the run kept one) of `workdir`'s checkpoint `step` (default: latest)."""
+def restore_params(workdir: str | Path, step: int | None = None) -> tuple[Config, dict, int]:
+    """(Config, parameters (EMA when kept) on the host, step) of a training work directory's checkpoint."""
     from omnidirector_jax.parallel.mesh import make_mesh
     from omnidirector_jax.train.checkpoint import Checkpointer
     from omnidirector_jax.train.state import make_layout
 
-    workdir, out_dir = Path(workdir).resolve(), Path(out_dir)
+    workdir = Path(workdir).resolve()
     ckpt = Checkpointer(workdir / "checkpoints", Config().checkpoint, read_only=True)
     step = ckpt.latest_step() if step is None else step
     if step is None:
@@ -55,18 +54,33 @@ def export_run(workdir: str | Path, out_dir: str | Path, *, step: int | None = N
     cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.context, cfg.mesh.tensor = 1, 1, 1, 1
     layout = make_layout(cfg, make_mesh(cfg.mesh, jax.devices()[:1]))
     state = ckpt.restore(step, layout.abstract)
-    params = jax.device_get(state.get("ema", state["params"]))
-    flat = {k: v.astype(dtype) for k, v in _flatten(params).items()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "params.npz", **flat)
-    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
+    return cfg, jax.device_get(state.get("ema", state["params"])), step
+
+
+def export_run(workdir: str | Path, out_dir: str | Path, *, step: int | None = None,
+               dtype: str = "float16") -> Path:
+    """Writes the parameters (EMA when the run kept one) of `workdir`'s checkpoint `step` (default: latest)."""
+    workdir, out_dir = Path(workdir).resolve(), Path(out_dir)
+    cfg, params, step = restore_params(workdir, step)
     history = []
     metrics = workdir / "metrics.jsonl"
     if metrics.exists():
         rows = {r["step"]: r for r in map(json.loads, metrics.read_text(encoding="utf-8").splitlines()) if r}
         history = [{"step": s, "loss": rows[s]["loss"]} for s in sorted(rows)]
-    (out_dir / "training.json").write_text(json.dumps({"step": step, "source": str(workdir), "dtype": dtype,
-                                                       "loss_history": history}, indent=1), encoding="utf-8")
+    return write_export(cfg, params, out_dir, dtype=dtype,
+                        training={"step": step, "source": str(workdir), "loss_history": history})
+
+
+def write_export(cfg: Config, params: Any, out_dir: str | Path, *, dtype: str = "float16",
+                 training: dict | None = None) -> Path:
+    """params.npz (cast to `dtype`), config.json and training.json in `out_dir`."""
+    out_dir = Path(out_dir)
+    flat = {k: np.asarray(v).astype(dtype) for k, v in _flatten(jax.device_get(params)).items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / "params.npz", **flat)
+    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
+    (out_dir / "training.json").write_text(json.dumps({"dtype": dtype, **(training or {})}, indent=1),
+                                           encoding="utf-8")
     return out_dir
 
 

@@ -158,35 +158,19 @@ def test_sigterm_saves_and_next_run_resumes(tmp_path):
     assert second.start_step == 3 and second.final_step == 6
 
 
-class _PoisonAfter(grain.DatasetIterator):
-    """Data iterator whose batches after `good` ones carry non-finite intrinsics."""
-
-    def __init__(self, inner, good):
-        super().__init__(inner)
-        self.inner, self.good, self.count = inner, good, 0
-
-    def __next__(self):
-        self.count += 1
-        batch = dict(next(self.inner))
-        if self.count > self.good:
-            batch["K"] = np.full_like(batch["K"], np.nan)
-        return batch
-
-    def get_state(self):
-        return self.inner.get_state()
-
-    def set_state(self, state):
-        self.inner.set_state(state)
-
-
 def test_non_finite_steps_stop_with_last_good_checkpoint(tmp_path):
-    cfg = small_cfg("train.steps=10", "train.max_bad_steps=2", "mesh=fsdp")
-    summary = loop.train(cfg, tmp_path, data=_PoisonAfter(memory_data.iterator(cfg), 3), progress=False)
+    # lr 0 at step 1 (warm-up), then an absurd one: step 2's update makes the parameters overflow the
+    # forward pass, so steps 3 and 4 are non-finite and skipped, and the run stops after max_bad_steps = 2.
+    cfg = small_cfg("train.steps=10", "train.max_bad_steps=2", "train.learning_rate=1e30", "mesh=fsdp")
+    summary = loop.train(cfg, tmp_path, data=memory_data.iterator(cfg), progress=False)
     assert summary.reason == "non_finite"
     assert summary.last_checkpoint == 2
     assert Checkpointer(tmp_path / "checkpoints", cfg.checkpoint, read_only=True).all_steps() == [2]
-    assert all(np.isfinite(v) for s, v in summary.losses.items() if s <= 3)
-    assert not np.isfinite(summary.losses[4]) and not np.isfinite(summary.losses[5])
+    assert np.isfinite(summary.losses[1]) and np.isfinite(summary.losses[2])
+    assert not np.isfinite(summary.losses[3]) and not np.isfinite(summary.losses[4])
+    assert max(summary.losses) == 4
+    rows = [eval_json(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["bad_steps"] for r in rows if r["step"] >= 3] == [1.0, 2.0]
 
 
 def test_restore_onto_another_mesh_gives_the_same_loss(tmp_path):
@@ -205,8 +189,8 @@ def test_restore_onto_another_mesh_gives_the_same_loss(tmp_path):
         step = make_train_step(other, layout, conditioner, batch, frozen)
         _, metrics = step(state, batch, frozen)
         losses[preset] = float(metrics["loss"])
-        spec = layout.shardings["params"]["blocks"]["mlp_in"]["kernel"].spec
-        assert preset == "data" or any(spec), spec  # really sharded differently
+        specs = [sh.spec for sh in jax.tree.leaves(layout.shardings["params"])]
+        assert any(any(spec) for spec in specs) == (preset != "data")  # really sharded differently
     np.testing.assert_allclose(losses["fsdp_tensor"], losses["data"], rtol=1e-5)
 
 

@@ -1,0 +1,112 @@
+"""CLI: `omnidirector generate`, `omnidirector clone` and `omnidirector export`."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []
+
+_common = [
+    click.option("--image", "image_path", required=True, type=click.Path(dir_okay=False),
+                 help="Reference image (the content; resized to the model's frames)."),
+    click.option("--prompt", default="", help="What the video shows (fused with the camera prompt)."),
+    click.option("--checkpoint", default=None, type=click.Path(),
+                 help="Model export folder or training work directory (default: the shipped model)."),
+    click.option("--out", required=True, type=click.Path(dir_okay=False), help="Result video (.mp4)."),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--steps", type=int, default=None, help="Sampling steps (default: the model's sampler config)."),
+    click.option("--guidance", type=click.Choice(["none", "plain", "adaptive"]), default=None,
+                 help="Guidance mode (default: the model's sampler config)."),
+]
+
+
+def _options(fn):
+    for option in reversed(_common):
+        fn = option(fn)
+    return fn
+
+
+def _run(traj, image_path, prompt, checkpoint, out, seed, steps, guidance, reference=None, record=None):
+    import dataclasses
+
+    from omnidirector_jax.diffusion.generate import generate_video, load_model, write_outputs
+    from omnidirector_jax.prompting.fusion import fuse, read_image
+    from omnidirector_jax.prompting.rules import describe
+
+    image = read_image(image_path)
+    model = load_model(checkpoint)
+    sampler = model.cfg.sampler
+    if steps is not None:
+        sampler = dataclasses.replace(sampler, steps=steps)
+    if guidance is not None:
+        sampler = dataclasses.replace(sampler, guidance=guidance)
+    camera = describe(traj)
+    text = fuse(camera.text, prompt, image)
+    result = generate_video(model, traj, image, text, seed=seed, sampler=sampler, progress=True)
+    record = {**(record or {}), "checkpoint": model.source, "camera_prompt": camera.text, "user_prompt": prompt,
+              "seed": seed, "image": str(image_path), "config": model.cfg.to_dict()}
+    small_ref = None
+    if reference is not None:
+        import cv2
+        import numpy as np
+
+        h, w = result["frames"].shape[1:3]
+        small_ref = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in reference])
+    written = write_outputs(out, result, traj, reference=small_ref, record=record)
+    click.echo(f"wrote {written['video']} ({len(result['frames'])} frames, cuts {list(traj.cuts)}), preview "
+               f"{written['preview']}, {written['json']}; prompt: {result['prompt']}")
+
+
+@click.command("generate")
+@click.option("--trajectory", "traj_path", required=True, type=click.Path(dir_okay=False),
+              help="Camera trajectory (.json or .npz) to follow.")
+@_options
+def generate_command(traj_path, image_path, prompt, checkpoint, out, seed, steps, guidance):
+    """Generate a video from IMAGE and PROMPT whose camera follows TRAJECTORY (cuts included)."""
+    from omnidirector_jax.camera.trajectory import load_trajectory
+
+    traj = load_trajectory(traj_path)
+    _run(traj, image_path, prompt, checkpoint, out, seed, steps, guidance, record={"trajectory_in": traj_path})
+
+
+@click.command("clone")
+@click.option("--reference", "reference_path", required=True, type=click.Path(dir_okay=False),
+              help="Reference video whose camera motion (and cuts) to clone.")
+@click.option("--weights", default=None, type=click.Path(file_okay=False),
+              help="TransNetV2 checkpoint folder (default: the classical shot detector).")
+@click.option("--max-frames", type=int, default=None, help="Use only the first N frames of the reference.")
+@_options
+def clone_command(reference_path, weights, max_frames, image_path, prompt, checkpoint, out, seed, steps, guidance):
+    """Clone REFERENCE's camera: shots -> poses -> grid -> prompt -> sample -> OUT.mp4, OUT.preview.mp4, OUT.json."""
+    import tempfile
+    from pathlib import Path
+
+    from omnidirector_jax.media import write_video
+    from omnidirector_jax.perception.extract_commands import extract_trajectory
+    from omnidirector_jax.perception.video import read_video
+
+    video = read_video(reference_path, min_frames=2)
+    frames = video.frames[:max_frames] if max_frames else video.frames
+    source = reference_path
+    if max_frames and max_frames < len(video.frames):
+        tmp = Path(tempfile.mkdtemp()) / "reference.mp4"
+        source = str(write_video(tmp, frames, fps=video.fps))
+    traj, report = extract_trajectory(source, weights=weights, progress=False)
+    _run(traj, image_path, prompt, checkpoint, out, seed, steps, guidance, reference=frames,
+         record={"reference": reference_path, "max_frames": max_frames,
+                 "shots": {k: report.get(k) for k in ("model_counts",) if k in report}})
+
+
+@click.command("export")
+@click.option("--workdir", required=True, type=click.Path(file_okay=False, exists=True), help="Training run.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Export folder to write.")
+@click.option("--step", type=int, default=None, help="Checkpoint step (default: the latest).")
+def export_command(workdir, out, step):
+    """Write a training run's parameters (EMA when kept) as params.npz + config.json for generate/clone."""
+    from omnidirector_jax.train.export import export_run
+
+    path = export_run(workdir, out, step=step)
+    click.echo(f"wrote {path}")
+
+
+COMMANDS.extend([generate_command, clone_command, export_command])
