@@ -38,7 +38,7 @@ def test_hand_count_of_one_dual_block():
     # One dual block, batch 1, 1 frame of 2x2 tokens (patch 1x1x1), 2 text tokens, width 6: S = 6.
     cfg = _cfg("tiny_cpu", "model.depth=1", "model.single_depth=0", "model.hidden_size=6", "model.num_heads=1",
                "model.mlp_ratio=2", "model.patch_size=[1,1,1]", "model.text_len=2", "shape.batch_size=1",
-               "shape.frames=1", "shape.height=16", "shape.width=16", "shape.grid=false", "shape.ref_frames=0")
+               "shape.frames=1", "shape.height=8", "shape.width=8", "shape.grid=false", "shape.ref_frames=0")
     f = flops.count_flops(cfg).forward
     s, d, m = 6, 6, 12
     assert f["projections"] == 2 * s * d * 3 * d + 2 * s * d * d
