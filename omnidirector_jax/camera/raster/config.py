@@ -28,6 +28,7 @@ class RasterConfig:
     tile_segments: int | None = None  # tiled: static primitives per tile and pass (overflow counted); None → exact
     tile_block: int = 16  # tiled, tile_segments=None: primitives per tile per round
     tile_rows: int = 1  # tiled: tile rows per chunk (memory ∝ this; accelerators want larger chunks)
+    exact_centres: bool | None = None  # line centres in exact integers (ties alike everywhere); None → not on CPU
     smooth_softness: float = 0.35  # smooth profile: sigmoid temperature in pixels
 
     def __post_init__(self):
@@ -51,8 +52,8 @@ def base_line_width(width: int, cfg: RasterConfig) -> float:
 # Chunking per backend. CPU: small steps that stay in cache (measured, see README). GPU: fewer, larger kernels
 # (the CPU chunking is launch-bound there). TPU: larger tile chunks for the tiled method (no scatter).
 _BACKEND_TUNING = {
-    "gpu": {"chunk": 1 << 16, "frame_batch": 7, "tile_rows": 8, "tile_block": 32},
-    "tpu": {"tile_rows": 8, "tile_block": 32},
+    "gpu": {"chunk": 1 << 16, "frame_batch": 7, "tile_rows": 8, "tile_block": 32, "exact_centres": True},
+    "tpu": {"tile_rows": 8, "tile_block": 32, "exact_centres": True},
 }
 
 

@@ -17,6 +17,7 @@ from omnidirector_jax.camera.raster.weights import (
     _line_column,
     _materialize,
     _opacity,
+    exact_centres,
 )
 
 # The scatter method draws OpenCV's own decomposition. 'opencv': every anti-aliased edge (a thin line, a thick
@@ -118,7 +119,7 @@ def _unit_weights(u: dict, first: jax.Array, local: jax.Array, ps: _Pass,
     col = first + local
     xm = ax["x_major"][None, :]
     if ps.kind == "lines":
-        rows, opacity = _line_column(ax, col)
+        rows, opacity = _line_column(ax, col, exact_centres(cfg))
         colb = jnp.broadcast_to(col[None, :], rows.shape)
         return jnp.where(xm, colb, rows), jnp.where(xm, rows, colb), opacity
     k = jnp.arange(-ps.half, ps.half + 1, dtype=jnp.int32)

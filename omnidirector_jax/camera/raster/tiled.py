@@ -24,7 +24,7 @@ import numpy as np
 
 from omnidirector_jax.camera.raster.config import RasterConfig
 from omnidirector_jax.camera.raster.primitives import _F, _FILL_BLOCKS, _LINE_BLOCKS, _NF, _axes, smooth_half
-from omnidirector_jax.camera.raster.weights import _capsule_weight, _fill_weight, _line_weight, _opacity
+from omnidirector_jax.camera.raster.weights import _capsule_weight, _fill_weight, _line_weight, _opacity, exact_centres
 
 
 def _passes(prims: jax.Array, cfg: RasterConfig) -> list[tuple[str, jax.Array]]:
@@ -103,7 +103,7 @@ def _smooth_window(p: jax.Array, x: jax.Array, y: jax.Array, half: int) -> jax.A
 def _weight(kind: str, p: jax.Array, x: jax.Array, y: jax.Array, half: int, cfg: RasterConfig) -> jax.Array:
     """Log-transmittance of pixels (x, y) under primitive rows p of one pass's kind."""
     if kind == "lines":
-        return _opacity(_line_weight(p, _axes(p), x, y))
+        return _opacity(_line_weight(p, _axes(p), x, y, exact_centres(cfg)))
     if kind == "fills":
         return _opacity(_fill_weight(p, x, y))
     return jnp.where(_smooth_window(p, x, y, half), _capsule_weight(p, x, y, cfg.smooth_softness), 0.0)
