@@ -174,6 +174,7 @@ class ConditionConfig:
     text_encoder_dir: str = ""  # folder of a T5/UMT5 encoder; "" = the small random byte-level default
     raster_method: str = "scatter"  # scatter (CPU/GPU) | tiled (TPU)
     raster_profile: str = "opencv"  # opencv | smooth
+    raster_backend: str = ""  # chunking tuned for cpu | gpu | tpu ("" = where the step runs)
     max_segments: int = 1024  # visible segments drawn per frame
     pixel_budget: int = 0  # scatter: static candidate pixels per frame (0: draw all, a while loop)
     lattice: int = 48  # jittable room: lattice nodes per axis

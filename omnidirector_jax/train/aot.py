@@ -22,7 +22,7 @@ from omnidirector_jax.errors import OmniDirectorError
 HBM_GIB = {"v4": 32, "v5e": 16, "v5": 95, "v5p": 95, "v6e": 32}
 
 
-TPU_DEFAULTS = ("conditions.raster_method=tiled", "model.attention=splash")
+TPU_DEFAULTS = ("conditions.raster_method=tiled", "conditions.raster_backend=tpu", "model.attention=splash")
 
 
 def hbm_bytes(topology: str) -> int:

@@ -29,8 +29,11 @@ Batch = dict[str, jax.Array]
 
 
 def raster_config(c: ConditionConfig) -> raster.RasterConfig:
-    return raster.RasterConfig(profile=c.raster_profile, method=c.raster_method, max_segments=c.max_segments,
-                               pixel_budget=c.pixel_budget or None)
+    """The rasterizer settings of the conditions, with chunk sizes tuned for the backend the step runs on
+    (`conditions.raster_backend`, default: JAX's default backend; the pictures do not depend on it)."""
+    cfg = raster.RasterConfig(profile=c.raster_profile, method=c.raster_method, max_segments=c.max_segments,
+                              pixel_budget=c.pixel_budget or None)
+    return raster.tuned(cfg, c.raster_backend or jax.default_backend())
 
 
 def render_grids(key: jax.Array, w2c: jax.Array, K: jax.Array, frame_shot: jax.Array, *, height: int, width: int,
