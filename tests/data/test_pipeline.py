@@ -249,7 +249,9 @@ def test_latents_pass_through_with_the_crop_at_frame_0(tmp_path):
     records.write_manifest(root, records.make_manifest(
         [{"path": "shards/a.array_record", "ids": [r.id for r in recs], **summary}], frame_size=(32, 32),
         num_frames=9, fps=None, image_format="png", config={}))
-    batch = next(pl.make_pipeline(_cfg(), root, workers=0, process_index=0, process_count=1))
+    # A VAE config (4x temporal): 5 frames are 2 latent frames.
+    vae = ("conditions.encoder=vae", "shape.vae_spatial=8", "shape.vae_temporal=4", "model.latent_channels=16")
+    batch = next(pl.make_pipeline(_cfg(*vae), root, workers=0, process_index=0, process_count=1))
     assert batch["latents"].shape == (8, 2, 4, 4, 4) and batch["latents"].dtype == ml_dtypes.bfloat16
     for row, index in enumerate(batch["index"]):
         np.testing.assert_array_equal(batch["latents"][row], recs[index].latents[:2])

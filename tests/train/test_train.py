@@ -26,7 +26,9 @@ from omnidirector_jax.train.step import make_train_step
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["model.hidden_size=64", "model.depth=1", "model.single_depth=0", "model.num_heads=2", "shape.height=32",
          "shape.width=32", "train.log_every=1", "checkpoint.every=2",
-         "train.warmup_steps=2", "train.preview_every=0", "train.learning_rate=1e-3"]
+         "train.warmup_steps=2", "train.preview_every=0", "train.learning_rate=1e-3", "train.steps=10"]
+# One train.steps for every test (runs stop early with max_steps): the schedule is part of the compiled step, so
+# equal configs share one program through the persistent compilation cache.
 
 
 def small_cfg(*overrides, devices=8):
@@ -110,12 +112,12 @@ def test_grid_in_step_equals_renderer_and_jitter_moves_it():
 
 
 def test_resume_reproduces_uninterrupted_losses(tmp_path):
-    cfg = small_cfg("train.steps=4", "mesh=fsdp")
-    full = loop.train(cfg, tmp_path / "full", data=memory_data.iterator(cfg), progress=False)
+    cfg = small_cfg("mesh=fsdp")
+    full = loop.train(cfg, tmp_path / "full", data=memory_data.iterator(cfg), progress=False, max_steps=4)
     first = loop.train(cfg, tmp_path / "split", data=memory_data.iterator(cfg), progress=False, max_steps=2)
     assert first.reason == "max_steps" and first.last_checkpoint == 2
-    second = loop.train(cfg, tmp_path / "split", data=memory_data.iterator(cfg), progress=False)
-    assert second.start_step == 2 and second.reason == "finished"
+    second = loop.train(cfg, tmp_path / "split", data=memory_data.iterator(cfg), progress=False, max_steps=2)
+    assert second.start_step == 2 and second.final_step == 4
     resumed = {**first.losses, **second.losses}
     assert resumed == full.losses  # bit for bit
     rows = [r for r in map(eval_json, (tmp_path / "full" / "metrics.jsonl").read_text().splitlines())]
@@ -150,18 +152,18 @@ class _SigtermAt(grain.DatasetIterator):
 
 
 def test_sigterm_saves_and_next_run_resumes(tmp_path):
-    cfg = small_cfg("train.steps=6", "checkpoint.every=100", "mesh=fsdp")
+    cfg = small_cfg("checkpoint.every=100", "mesh=fsdp")
     first = loop.train(cfg, tmp_path, data=_SigtermAt(memory_data.iterator(cfg), 3), progress=False)
     assert first.reason == "sigterm" and first.final_step == 3 and first.last_checkpoint == 3
     assert Checkpointer(tmp_path / "checkpoints", cfg.checkpoint, read_only=True).latest_step() == 3
-    second = loop.train(cfg, tmp_path, data=memory_data.iterator(cfg), progress=False)
+    second = loop.train(cfg, tmp_path, data=memory_data.iterator(cfg), progress=False, max_steps=3)
     assert second.start_step == 3 and second.final_step == 6
 
 
 def test_non_finite_steps_stop_with_last_good_checkpoint(tmp_path):
     # lr 0 at step 1 (warm-up), then an absurd one: step 2's update makes the parameters overflow the
     # forward pass, so steps 3 and 4 are non-finite and skipped, and the run stops after max_bad_steps = 2.
-    cfg = small_cfg("train.steps=10", "train.max_bad_steps=2", "train.learning_rate=1e30", "mesh=fsdp")
+    cfg = small_cfg("train.max_bad_steps=2", "train.learning_rate=1e30", "mesh=fsdp")
     summary = loop.train(cfg, tmp_path, data=memory_data.iterator(cfg), progress=False)
     assert summary.reason == "non_finite"
     assert summary.last_checkpoint == 2
@@ -174,11 +176,11 @@ def test_non_finite_steps_stop_with_last_good_checkpoint(tmp_path):
 
 
 def test_restore_onto_another_mesh_gives_the_same_loss(tmp_path):
-    cfg = small_cfg("train.steps=2", "mesh=data")
-    loop.train(cfg, tmp_path, data=memory_data.iterator(cfg), progress=False)
+    cfg = small_cfg("mesh=data")
+    loop.train(cfg, tmp_path, data=memory_data.iterator(cfg), progress=False, max_steps=2)
     losses = {}
     for preset in ("data", "fsdp_tensor"):
-        other = small_cfg("train.steps=3", f"mesh={preset}")
+        other = small_cfg(f"mesh={preset}")
         mesh = make_mesh(other.mesh)
         layout = make_layout(other, mesh)
         ckpt = Checkpointer(tmp_path / "checkpoints", other.checkpoint, read_only=True)
@@ -195,15 +197,15 @@ def test_restore_onto_another_mesh_gives_the_same_loss(tmp_path):
 
 
 def test_incompatible_checkpoint_is_refused(tmp_path):
-    cfg = small_cfg("train.steps=2")
-    loop.train(cfg, tmp_path, data=memory_data.iterator(cfg), progress=False)
-    bigger = small_cfg("train.steps=3", "model.hidden_size=128")
+    cfg = small_cfg("mesh=fsdp")
+    loop.train(cfg, tmp_path, data=memory_data.iterator(cfg), progress=False, max_steps=2)
+    bigger = small_cfg("mesh=fsdp", "model.hidden_size=128")
     with pytest.raises(CheckpointError, match="model.hidden_size"):
         loop.train(bigger, tmp_path, data=memory_data.iterator(bigger), progress=False)
 
 
 def test_wrong_data_shape_fails_at_start(tmp_path):
-    cfg = small_cfg("train.steps=2")
+    cfg = small_cfg()
     data_cfg = small_cfg("shape.height=64", "shape.width=64")
     with pytest.raises(loop.TrainingError, match="frames"):
         loop.train(cfg, tmp_path, data=memory_data.iterator(data_cfg), progress=False)
