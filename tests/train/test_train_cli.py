@@ -64,7 +64,9 @@ def test_sigkill_and_resume_equals_uninterrupted_run(dataset, tmp_path):
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     done = subprocess.run(_train_cmd(killed, dataset, *args), env=_env(8), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "steps 4 -> 8" in done.stdout or "steps 6 -> 8" in done.stdout, done.stdout
+    # Saves are asynchronous and atomic: a save the kill interrupted is ignored, the run resumes from the last
+    # complete one (2, 4 or 6 here), never from scratch.
+    assert any(f"steps {k} -> 8" in done.stdout for k in (2, 4, 6)), done.stdout
     assert _losses(killed) == _losses(tmp_path / "full")  # bit for bit (JSON floats round-trip exactly)
 
 
