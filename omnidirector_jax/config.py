@@ -171,6 +171,10 @@ class ConditionConfig:
     vae_base_dim: int = 96  # VAE width when randomly initialised
     vae_dtype: str = "float32"  # VAE compute dtype (bfloat16 on accelerators)
     vae_chunked: bool = True  # encode 4 frames at a time (less memory) or all at once (more parallel work)
+    # Pixel encoder only: latents = (pixels in [-1, 1] - pixel_shift) * pixel_scale, so the data a tiny model
+    # denoises has about zero mean and unit variance (the role of a VAE's scaling factor).
+    pixel_shift: float = 0.0
+    pixel_scale: float = 1.0
     text_encoder_dir: str = ""  # folder of a T5/UMT5 encoder; "" = the small random byte-level default
     raster_method: str = "scatter"  # scatter (CPU/GPU) | tiled (TPU)
     raster_profile: str = "opencv"  # opencv | smooth

@@ -110,3 +110,33 @@ def export_command(workdir, out, step):
 
 
 COMMANDS.extend([generate_command, clone_command, export_command])
+
+
+BENCH_COMMANDS: list[click.Command] = []
+
+
+@click.command("sample")
+@click.option("--config", "config_path", default="configs/tiny_cpu.yaml", show_default=True,
+              type=click.Path(dir_okay=False, exists=True))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override, repeatable.")
+@click.option("--checkpoint", default=None, type=click.Path(), help="Trained model (default: random weights).")
+@click.option("--batch", type=int, default=1, show_default=True, help="Jobs sampled together.")
+@click.option("--steps", type=int, default=None, help="Sampling steps (default: the config's).")
+@click.option("--guidance", type=click.Choice(["none", "plain", "adaptive"]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def bench_sample_command(config_path, overrides, checkpoint, batch, steps, guidance, as_json):
+    """Sampling by stage (prompt, grid, encode, denoise, decode), compile time, steps/s, and one sampling step
+    against one batched forward of the model (same device, same batch)."""
+    import json
+
+    from omnidirector_jax.diffusion.bench import format_sample_bench, run_sample_bench
+    from omnidirector_jax.errors import OmniDirectorError
+
+    if batch < 1:
+        raise OmniDirectorError(f"--batch must be at least 1, got {batch}")
+    result = run_sample_bench(config_path, list(overrides), batch=batch, steps=steps, guidance=guidance,
+                              checkpoint=checkpoint)
+    click.echo(json.dumps(result, indent=1) if as_json else format_sample_bench(result))
+
+
+BENCH_COMMANDS.append(bench_sample_command)

@@ -78,64 +78,123 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
+@dataclasses.dataclass
+class Job:
+    """One video to generate: the trajectory to follow, the reference image (H0, W0, 3) uint8, the text the
+    model sees, the seed of its noise and (optional) grid frames (N, H, W, 3) uint8 replacing the rendered grid
+    (e.g. all black: the grid blanked)."""
+
+    traj: Trajectory
+    image: np.ndarray
+    text: str
+    seed: int = 0
+    grid_frames: np.ndarray | None = None
+
+
 def generate_video(model: Model, traj: Trajectory, image: np.ndarray, prompt: str, *, seed: int = 0,
                    sampler: SamplerConfig | None = None, grid_frames: np.ndarray | None = None,
                    text: str | None = None, progress: bool = False) -> dict[str, Any]:
-    """Frames following `traj` at the model's size.
+    """Frames following `traj` at the model's size (one job of :func:`generate_batch`).
 
     image: reference (H0, W0, 3) uint8 (resized to the model's frames); prompt: the text the model sees
     (`text` overrides it verbatim). Returns frames / grid (N, H, W, 3) uint8, the prompt used and the windows."""
+    job = Job(traj, image, prompt if text is None else text, seed, grid_frames)
+    return generate_batch(model, [job], sampler=sampler, progress=progress)[0]
+
+
+def _windows(n: int, t: int) -> list[tuple[int, int]]:
+    return [(start, min(start + t, n)) for start in range(0, n, t)]
+
+
+def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | None = None,
+                   batch_size: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
+    """Many jobs at once: window `w` of every job that has one goes through one sampler call (batch padded to
+    `batch_size`, default: the number of jobs, so every call has one shape and the program compiles once).
+
+    A job's frames depend only on its own inputs and seed (its noise is drawn from its seed and window index),
+    not on which other jobs share the batch. Returns one dict per job, as :func:`generate_video`."""
     from omnidirector_jax.camera.render import render_grid
     from omnidirector_jax.diffusion.sampler import Sampler, model_apply, shared_inputs
     from omnidirector_jax.models.tokenizer import load_tokenizer
 
+    if not jobs:
+        raise OmniDirectorError("nothing to generate: no job")
     cfg = model.cfg
     s = cfg.shape
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise OmniDirectorError(f"the reference image must be H x W x 3 uint8, got {image.shape} {image.dtype}")
+    t = s.frames
+    size = batch_size or len(jobs)
+    if size < 1:
+        raise OmniDirectorError(f"batch size must be positive, got {size}")
     sampler_cfg = sampler or cfg.sampler
-    small = traj.resized(s.height, s.width)
-    grid = render_grid(small) if grid_frames is None else np.asarray(grid_frames)
-    n, t = small.num_frames, s.frames
-    windows = [(start, min(start + t, n)) for start in range(0, n, t)]
-    frame_shot = np.full(n, -1, np.int64)
-    for shot, (a, b) in enumerate(small.shots()):
-        frame_shot[a:b] = shot
-    text_used = prompt if text is None else text
-    ids, mask = load_tokenizer(cfg.data.tokenizer or None)([text_used], cfg.model.text_len)
-    states = jax.jit(model.conditioner.text)(model.frozen, jnp.asarray(ids), jnp.asarray(mask, bool))
+    prepared = []
+    for i, job in enumerate(jobs):
+        image = np.asarray(job.image)
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise OmniDirectorError(f"job {i}: the reference image must be H x W x 3 uint8, got {image.shape} "
+                                    f"{image.dtype}")
+        small = job.traj.resized(s.height, s.width)
+        n = small.num_frames
+        grid = render_grid(small) if job.grid_frames is None else np.asarray(job.grid_frames)
+        if grid.shape != (n, s.height, s.width, 3):
+            raise OmniDirectorError(f"job {i}: grid frames {grid.shape}, expected {(n, s.height, s.width, 3)}")
+        frame_shot = np.full(n, -1, np.int64)
+        for shot, (a, b) in enumerate(small.shots()):
+            frame_shot[a:b] = shot
+        prepared.append({"n": n, "grid": grid, "frame_shot": frame_shot, "windows": _windows(n, t),
+                         "first": _resize(image, s.height, s.width),
+                         "out": np.zeros((n, s.height, s.width, 3), np.uint8)})
+    tokenizer = load_tokenizer(cfg.data.tokenizer or None)
+    ids, mask = tokenizer([job.text for job in jobs], cfg.model.text_len)
+    states = np.asarray(jax.jit(model.conditioner.text)(model.frozen, jnp.asarray(ids), jnp.asarray(mask, bool)))
+    mask = np.asarray(mask, bool)
     shared = shared_inputs(model.conditioner, model.frozen, sampler_cfg.negative_prompt, text_len=cfg.model.text_len,
                            tokenizer=cfg.data.tokenizer or None)
     run = Sampler(model_apply(model.graphdef), sampler_cfg)
     encode = jax.jit(model.conditioner.encode)
     decode = jax.jit(model.conditioner.decode)
-    first = _resize(image, s.height, s.width)
-    out = np.zeros((n, s.height, s.width, 3), np.uint8)
-    key = jax.random.key(seed)
+    steps = [(w, chunk) for w in range(max(len(p["windows"]) for p in prepared))
+             for members in [[j for j, p in enumerate(prepared) if w < len(p["windows"])]]
+             for chunk in [members[k:k + size] for k in range(0, len(members), size)]]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(windows), desc="generate", unit="window")
-    for w, (a, b) in enumerate(windows):
-        pick = np.minimum(np.arange(a, a + t), n - 1)  # the last window repeats its final frame to fill up
-        new_shot = w == 0 or frame_shot[a] != frame_shot[a - 1] or frame_shot[a - 1] < 0
-        ref = first if new_shot else out[a - 1]
-        cond = {"ref": encode(model.frozen, _to_unit(ref)[None, None]),
-                "grid": encode(model.frozen, _to_unit(grid[pick])[None]) if s.grid else None,
-                "text": states, "text_mask": jnp.asarray(mask, bool)}
-        noise = jax.random.normal(jax.random.fold_in(key, w), cond["ref"].shape[:1] + (
-            s.latent_frames,) + cond["ref"].shape[2:], jnp.float32)
-        video = np.asarray(decode(model.frozen, run(model.params, cond, shared, noise)))[0]
-        out[a:b] = np.clip((video[: b - a] + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        bar = tqdm(total=sum(len(c) for _, c in steps), desc="generate", unit="window")
+    for w, chunk in steps:
+        refs, grids, noises = [], [], []
+        for j in chunk:
+            p = prepared[j]
+            a, _ = p["windows"][w]
+            pick = np.minimum(np.arange(a, a + t), p["n"] - 1)  # the last window repeats its final frame
+            fs = p["frame_shot"]
+            new_shot = w == 0 or fs[a] != fs[a - 1] or fs[a - 1] < 0
+            refs.append(p["first"] if new_shot else p["out"][a - 1])
+            grids.append(p["grid"][pick])
+        pad = size - len(chunk)  # fill the batch with copies of its first job (results dropped)
+        rows = list(chunk) + [chunk[0]] * pad
+        refs += [refs[0]] * pad
+        grids += [grids[0]] * pad
+        ref_lat = encode(model.frozen, _to_unit(np.stack(refs))[:, None])
+        for j in rows:
+            key = jax.random.fold_in(jax.random.key(jobs[j].seed), w)
+            noises.append(jax.random.normal(key, (s.latent_frames,) + ref_lat.shape[2:], jnp.float32))
+        cond = {"ref": ref_lat, "grid": encode(model.frozen, _to_unit(np.stack(grids))) if s.grid else None,
+                "text": jnp.asarray(states[rows]), "text_mask": jnp.asarray(mask[rows])}
+        video = np.asarray(decode(model.frozen, run(model.params, cond, shared, jnp.stack(noises))))
+        for row, j in enumerate(chunk):
+            p = prepared[j]
+            a, b = p["windows"][w]
+            p["out"][a:b] = np.clip((video[row, : b - a] + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
         if bar is not None:
-            bar.update(1)
+            bar.update(len(chunk))
     if bar is not None:
         bar.close()
-    out[frame_shot < 0] = 255  # transition frames, as in the grid
-    return {"frames": out, "grid": grid, "prompt": text_used, "windows": windows,
-            "sampler": dataclasses.asdict(sampler_cfg), "compilations": run.compilations}
+    results = []
+    for job, p in zip(jobs, prepared, strict=True):
+        p["out"][p["frame_shot"] < 0] = 255  # transition frames, as in the grid
+        results.append({"frames": p["out"], "grid": p["grid"], "prompt": job.text, "windows": p["windows"],
+                        "sampler": dataclasses.asdict(sampler_cfg), "compilations": run.compilations})
+    return results
 
 
 def side_by_side(*videos: np.ndarray, height: int = 180) -> np.ndarray:

@@ -100,17 +100,19 @@ class Conditioner:
     vae_graphdef: Any
     text_graphdef: Any
     vae_chunked: bool = True
+    pixel_shift: float = 0.0  # pixel encoder: latents = (space-to-depth(frames) - shift) * scale
+    pixel_scale: float = 1.0
 
     def encode(self, frozen: dict, frames: jax.Array) -> jax.Array:
         if self.kind == "pixel":
-            return pixel_encode(frames, self.spatial)
+            return (pixel_encode(frames, self.spatial) - self.pixel_shift) * self.pixel_scale
         vae = nnx.merge(self.vae_graphdef, frozen["vae"])
         return vae.encode_latents(frames, chunked=self.vae_chunked)
 
     def decode(self, frozen: dict, latents: jax.Array) -> jax.Array:
         """Latents -> frames [B, T, H, W, 3] in [-1, 1]."""
         if self.kind == "pixel":
-            return jnp.clip(pixel_decode(latents, self.spatial), -1.0, 1.0)
+            return jnp.clip(pixel_decode(latents / self.pixel_scale + self.pixel_shift, self.spatial), -1.0, 1.0)
         vae = nnx.merge(self.vae_graphdef, frozen["vae"])
         return vae.decode_latents(latents)
 
@@ -168,8 +170,11 @@ def build_conditioner(cfg: Config, seed: int = 0, *, abstract: bool = False) -> 
     if vae is not None:
         vae_graphdef, vae_state = nnx.split(vae)
         frozen["vae"] = vae_state.to_pure_dict()
-    conditioner = Conditioner(cfg.conditions.encoder, s.vae_spatial, vae_graphdef, text_graphdef,
-                              cfg.conditions.vae_chunked)
+    c = cfg.conditions
+    if c.pixel_scale <= 0:
+        raise ConfigError(f"conditions.pixel_scale must be positive, got {c.pixel_scale}")
+    conditioner = Conditioner(c.encoder, s.vae_spatial, vae_graphdef, text_graphdef, c.vae_chunked,
+                              float(c.pixel_shift), float(c.pixel_scale))
     ids, mask = load_tokenizer(cfg.data.tokenizer or None)([""], m.text_len)
     frozen["empty_ids"], frozen["empty_mask"] = ids[0], mask[0]
     black = jax.ShapeDtypeStruct((1, s.frames, s.height, s.width, 3), jnp.float32)

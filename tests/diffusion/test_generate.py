@@ -11,7 +11,7 @@ from flax import nnx
 from omnidirector_jax.cli import main
 from omnidirector_jax.config import load_config
 from omnidirector_jax.data import sample_trajectories as samples
-from omnidirector_jax.diffusion.generate import generate_video, load_model
+from omnidirector_jax.diffusion.generate import Job, generate_batch, generate_video, load_model
 from omnidirector_jax.media import write_png
 from omnidirector_jax.train.export import load_export, write_export
 from omnidirector_jax.train.state import create_model
@@ -51,6 +51,26 @@ def test_generate_windows_cuts_and_one_compilation(export):
     assert result["compilations"] == 1  # three windows, one program
     again = generate_video(model, traj, image, "a room", seed=3)["frames"]
     np.testing.assert_array_equal(again, frames)  # seeded
+
+
+def test_generate_batch_matches_single_jobs_and_compiles_once(export):
+    path, _ = export
+    model = load_model(path)
+    rng = np.random.default_rng(2)
+    trajs = [samples.multi_shot([samples.dolly(6, 1.0), samples.pan(5, 20.0)], 32, 32),
+             samples.named("truck", 32, 32, num=7), samples.named("pan", 32, 32, num=4)]
+    jobs = [Job(t, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), f"room {i}", seed=10 + i)
+            for i, t in enumerate(trajs)]
+    jobs[2].grid_frames = np.zeros((4, 32, 32, 3), np.uint8)  # a blanked grid
+    together = generate_batch(model, jobs, batch_size=2)  # windows: 3, 2 and 1 per job -> padded batches of 2
+    assert together[0]["compilations"] == 1
+    for job, result in zip(jobs, together, strict=True):
+        alone = generate_batch(model, [job])[0]
+        assert result["frames"].shape == (job.traj.num_frames, 32, 32, 3)
+        # Same job, same seed: the same video whatever shares its batch (up to float reassociation).
+        np.testing.assert_allclose(result["frames"].astype(int), alone["frames"].astype(int), atol=2)
+    np.testing.assert_array_equal(together[2]["grid"], 0)
+    assert not np.array_equal(together[0]["frames"][:5], together[1]["frames"][:5])
 
 
 def test_generate_cli_writes_outputs_and_refuses_bad_input(export, tmp_path, capsys):

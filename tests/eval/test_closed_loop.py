@@ -1,0 +1,101 @@
+"""Closed-loop evaluation: the estimator on true renders (oracle), scoring of unposed videos, content leakage,
+trajectory folders, and the `eval` / `demo` / `bench sample` commands on a small random model."""
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from omnidirector_jax.cli import main
+from omnidirector_jax.config import load_config
+from omnidirector_jax.eval import closed_loop as cl
+from omnidirector_jax.train.export import write_export
+from omnidirector_jax.train.state import create_model
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["model.hidden_size=64", "model.depth=1", "model.single_depth=0", "model.num_heads=2", "shape.height=32",
+         "shape.width=32", "sampler.steps=2", "sampler.guidance=plain"]
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", SMALL, num_devices=None)
+    params = nnx.state(create_model(cfg.model, 0)).to_pure_dict()
+    params = jax.tree.map(lambda p: p + 0.02 * np.random.default_rng(0).standard_normal(p.shape), params)
+    return write_export(cfg, params, tmp_path_factory.mktemp("export") / "model", dtype="float32")
+
+
+@pytest.mark.parametrize("cls", ["dolly", "truck", "orbit", "pan"])
+def test_estimator_on_the_true_world_recovers_the_request(cls):
+    """The oracle: the world rendered along the request at 64x64, estimated with 2x upsampling."""
+    job = cl.heldout_trajectories(1, height=64, width=64, num=17, classes=(cls,))[0]
+    truth = cl.render_job(job, reference=False)["truth"]
+    est, report = cl.estimate_cameras(truth, job.traj.K, upsample=2)
+    row = cl.score(job.traj, est, report)
+    assert row["RRE"] < 3.0 and row["RTE"] < 10.0, row
+    assert row["Tem-Pre"] == 1.0
+
+
+def test_unposed_video_scores_worst_and_cuts_still_count():
+    job = cl.heldout_trajectories(1, height=32, width=32, num=9, classes=("dolly",))[0]
+    flat = np.full((9, 32, 32, 3), 128, np.uint8)  # nothing to track
+    est, report = cl.estimate_cameras(flat, job.traj.K, upsample=1)
+    assert "unposed" in report
+    row = cl.score(job.traj, est, report)
+    assert (row["RRE"], row["RTE"], row["R-Pre"], row["T-Pre"]) == (180.0, 90.0, 0.0, 0.0)
+    assert row["Tem-Pre"] == 1.0  # no cut requested, none found
+
+
+def test_leakage_tells_the_worlds_apart():
+    job = cl.heldout_trajectories(1, height=48, width=48, num=5, classes=("truck",))[0]
+    content = cl.render_job(job)
+    assert not cl.leakage(content["truth"], content["image"], content["reference"])["leaked"]
+    assert cl.leakage(content["reference"], content["image"], content["reference"])["leaked"]
+    with pytest.raises(Exception, match="no frame outside its cuts"):
+        cl.leakage(content["truth"][:1], content["image"], content["reference"], cuts=[0])
+
+
+def test_heldout_set_covers_classes_and_round_trips(tmp_path):
+    jobs = cl.heldout_trajectories(10, height=32, width=32, num=11)
+    assert {j.cls for j in jobs} == set(cl.EVAL_CLASSES)
+    assert any(j.traj.cuts for j in jobs if j.cls == "multi_shot")
+    again = cl.load_trajectory_dir(cl.write_trajectory_dir(jobs, tmp_path / "t"), height=32, width=32)
+    assert [(j.name, j.cls, j.image_seed) for j in again] == [(j.name, j.cls, j.image_seed) for j in jobs]
+    np.testing.assert_allclose(again[3].traj.w2c, jobs[3].traj.w2c, atol=1e-6)
+    with pytest.raises(Exception, match="no trajectory"):
+        cl.load_trajectory_dir(tmp_path, height=32, width=32)
+
+
+def test_eval_and_demo_commands(export, tmp_path, capsys):
+    jobs = cl.heldout_trajectories(2, height=32, width=32, num=7, classes=("dolly", "multi_shot"))
+    folder = cl.write_trajectory_dir(jobs, tmp_path / "trajs")
+    assert main(["eval", "--checkpoint", str(export), "--trajectories", str(folder), "--ablate-grid", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in result["rows"]] == [j.name for j in jobs]
+    for arm in ("grid", "no_grid", "oracle"):
+        assert result["summary"][arm]["all"]["count"] == 2
+        assert all(0.0 <= r[arm]["RRE"] <= 180.0 and 0.0 <= r[arm]["RTE"] <= 90.0 for r in result["rows"])
+    assert result["rows"][1]["cuts"] and result["leakage"]["jobs"] == 2
+    assert main(["eval", "--checkpoint", str(export), "--trajectories", str(tmp_path / "none")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--checkpoint", str(export), "--out", str(out), "--count", "2", "--frames", "7"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["trajectories"] == 2 and set(report["summary"]) == {"grid", "no_grid", "oracle"}
+    page = (out / "report.html").read_text()
+    for ex in report["examples"]:
+        assert (out / ex["sheet"]).is_file() and (out / ex["video"]).is_file() and ex["sheet"] in page
+    assert "grid vs blanked" in capsys.readouterr().out
+
+
+def test_bench_sample(capsys):
+    args = ["bench", "sample", "--config", str(ROOT / "configs" / "tiny_cpu.yaml"), "--json", "--steps", "2",
+            "--batch", "2"] + [x for kv in SMALL[:6] for x in ("--set", kv)]
+    assert main(args) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["batch"] == 2 and r["forward_batch"] == 4 and r["compilations"] == 1
+    assert all(v >= 0 for v in r["seconds"].values()) and r["step_over_forward"] > 0
