@@ -7,12 +7,12 @@ import click
 COMMANDS: list[click.Command] = []
 
 _common = [
-    click.option("--image", "image_path", required=True, type=click.Path(dir_okay=False),
+    click.option("--image", "image_path", default=None, type=click.Path(dir_okay=False),
                  help="Reference image (the content; resized to the model's frames)."),
     click.option("--prompt", default="", help="What the video shows (fused with the camera prompt)."),
     click.option("--checkpoint", default=None, type=click.Path(),
                  help="Model export folder or training work directory (default: the shipped model)."),
-    click.option("--out", required=True, type=click.Path(dir_okay=False), help="Result video (.mp4)."),
+    click.option("--out", default=None, type=click.Path(dir_okay=False), help="Result video (.mp4)."),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--steps", type=int, default=None, help="Sampling steps (default: the model's sampler config)."),
     click.option("--guidance", type=click.Choice(["none", "plain", "adaptive"]), default=None,
@@ -58,15 +58,80 @@ def _run(traj, image_path, prompt, checkpoint, out, seed, steps, guidance, refer
 
 
 @click.command("generate")
-@click.option("--trajectory", "traj_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--trajectory", "traj_path", default=None, type=click.Path(dir_okay=False),
               help="Camera trajectory (.json or .npz) to follow.")
+@click.option("--jobs", "jobs_path", default=None, type=click.Path(dir_okay=False),
+              help="JSONL of jobs ({trajectory, image, prompt, out, seed}; paths relative to the file): all "
+                   "generated together, window by window, by one compiled program.")
 @_options
-def generate_command(traj_path, image_path, prompt, checkpoint, out, seed, steps, guidance):
-    """Generate a video from IMAGE and PROMPT whose camera follows TRAJECTORY (cuts included)."""
+def generate_command(traj_path, jobs_path, image_path, prompt, checkpoint, out, seed, steps, guidance):
+    """Generate a video from IMAGE and PROMPT whose camera follows TRAJECTORY (cuts included), or a batch of them."""
     from omnidirector_jax.camera.trajectory import load_trajectory
+    from omnidirector_jax.errors import OmniDirectorError
 
+    if jobs_path is not None:
+        if traj_path or image_path or out:
+            raise OmniDirectorError("--jobs takes trajectory, image and out from each line; drop --trajectory, "
+                                    "--image and --out")
+        _run_jobs(jobs_path, checkpoint, steps, guidance)
+        return
+    missing = [name for name, v in (("--trajectory", traj_path), ("--image", image_path), ("--out", out)) if not v]
+    if missing:
+        raise OmniDirectorError(f"generate needs {', '.join(missing)} (or --jobs JOBS.jsonl)")
     traj = load_trajectory(traj_path)
     _run(traj, image_path, prompt, checkpoint, out, seed, steps, guidance, record={"trajectory_in": traj_path})
+
+
+def _run_jobs(jobs_path, checkpoint, steps, guidance):
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from omnidirector_jax.camera.trajectory import load_trajectory
+    from omnidirector_jax.diffusion.generate import Job, generate_batch, load_model, write_outputs
+    from omnidirector_jax.errors import OmniDirectorError
+    from omnidirector_jax.prompting.fusion import fuse, read_image
+    from omnidirector_jax.prompting.rules import describe
+
+    base = Path(jobs_path).parent
+    try:
+        lines = [(i + 1, line) for i, line in enumerate(Path(jobs_path).read_text(encoding="utf-8").splitlines())
+                 if line.strip()]
+    except OSError as err:
+        raise OmniDirectorError(f"cannot read --jobs {jobs_path}: {err.strerror}") from None
+    if not lines:
+        raise OmniDirectorError(f"{jobs_path} holds no job")
+    specs = []
+    for number, line in lines:
+        try:
+            spec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise OmniDirectorError(f"{jobs_path}:{number}: not JSON ({err.msg})") from None
+        missing = [k for k in ("trajectory", "image", "out") if k not in spec]
+        if missing:
+            raise OmniDirectorError(f"{jobs_path}:{number}: missing {', '.join(missing)}")
+        specs.append(spec)
+    model = load_model(checkpoint)
+    sampler = model.cfg.sampler
+    if steps is not None:
+        sampler = dataclasses.replace(sampler, steps=steps)
+    if guidance is not None:
+        sampler = dataclasses.replace(sampler, guidance=guidance)
+    jobs, trajs, records = [], [], []
+    for spec in specs:
+        traj = load_trajectory(base / spec["trajectory"])
+        image = read_image(str(base / spec["image"]))
+        camera = describe(traj)
+        jobs.append(Job(traj, image, fuse(camera.text, spec.get("prompt", ""), image), int(spec.get("seed", 0))))
+        trajs.append(traj)
+        records.append({"checkpoint": model.source, "camera_prompt": camera.text, "user_prompt": spec.get("prompt", ""),
+                        "seed": int(spec.get("seed", 0)), "image": spec["image"], "trajectory_in": spec["trajectory"],
+                        "config": model.cfg.to_dict()})
+    results = generate_batch(model, jobs, sampler=sampler, progress=True)
+    for spec, traj, result, record in zip(specs, trajs, results, records, strict=True):
+        written = write_outputs(base / spec["out"], result, traj, reference=None, record=record)
+        click.echo(f"wrote {written['video']} ({len(result['frames'])} frames, cuts {list(traj.cuts)})")
+    click.echo(f"{len(jobs)} jobs, {results[0]['compilations']} compiled sampler program(s)")
 
 
 @click.command("clone")
@@ -78,6 +143,10 @@ def generate_command(traj_path, image_path, prompt, checkpoint, out, seed, steps
 @_options
 def clone_command(reference_path, weights, max_frames, image_path, prompt, checkpoint, out, seed, steps, guidance):
     """Clone REFERENCE's camera: shots -> poses -> grid -> prompt -> sample -> OUT.mp4, OUT.preview.mp4, OUT.json."""
+    from omnidirector_jax.errors import OmniDirectorError
+
+    if not image_path or not out:
+        raise OmniDirectorError("clone needs --image and --out")
     import tempfile
     from pathlib import Path
 

@@ -90,3 +90,23 @@ def test_generate_cli_writes_outputs_and_refuses_bad_input(export, tmp_path, cap
     assert main(["generate", "--trajectory", str(traj), "--image", str(tmp_path / "nope.png"), "--checkpoint",
                  str(path), "--out", str(out)]) == 2
     assert "cannot read the image" in capsys.readouterr().err
+
+
+def test_generate_jobs_file_runs_one_program(export, tmp_path, capsys):
+    path, _ = export
+    write_png(tmp_path / "a.png", np.full((32, 32, 3), 60, np.uint8))
+    write_png(tmp_path / "b.png", np.full((40, 30, 3), 200, np.uint8))
+    traj = ROOT / "data" / "trajectories" / "pan_right.json"
+    lines = [{"trajectory": str(traj), "image": "a.png", "prompt": "a hall", "out": "one.mp4", "seed": 1},
+             {"trajectory": str(traj), "image": "b.png", "out": "two.mp4"}]
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(map(__import__("json").dumps, lines)) + "\n")
+    assert main(["generate", "--jobs", str(jobs), "--checkpoint", str(path), "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 jobs, 1 compiled sampler program(s)" in out
+    assert (tmp_path / "one.mp4").is_file() and (tmp_path / "two.preview.mp4").is_file()
+    jobs.write_text('{"trajectory": "x.json"}\n')
+    assert main(["generate", "--jobs", str(jobs), "--checkpoint", str(path)]) == 2
+    assert "missing image, out" in capsys.readouterr().err
+    assert main(["generate", "--image", "a.png", "--checkpoint", str(path)]) == 2
+    assert "generate needs --trajectory, --out" in capsys.readouterr().err
