@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["omnidirector_jax", "omnidirector_jax.*"]),
-    package_data={"omnidirector_jax": ["py.typed"]},
+    package_data={"omnidirector_jax": ["py.typed", "assets/tiny_camera_model/*"]},
     install_requires=[
         "jax>=0.10.2,<0.13",
         "flax>=0.12.8,<0.13",

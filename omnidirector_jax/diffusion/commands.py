@@ -26,15 +26,16 @@ def _options(fn):
     return fn
 
 
-def _run(traj, image_path, prompt, checkpoint, out, seed, steps, guidance, reference=None, record=None):
+def _run(traj, image_path, prompt, checkpoint, out, seed, steps, guidance, reference=None, record=None,
+         model=None, image=None):
     import dataclasses
 
     from omnidirector_jax.diffusion.generate import generate_video, load_model, write_outputs
     from omnidirector_jax.prompting.fusion import fuse, read_image
     from omnidirector_jax.prompting.rules import describe
 
-    image = read_image(image_path)
-    model = load_model(checkpoint)
+    image = read_image(image_path) if image is None else image
+    model = load_model(checkpoint) if model is None else model
     sampler = model.cfg.sampler
     if steps is not None:
         sampler = dataclasses.replace(sampler, steps=steps)
@@ -143,10 +144,13 @@ def _run_jobs(jobs_path, checkpoint, steps, guidance):
 @_options
 def clone_command(reference_path, weights, max_frames, image_path, prompt, checkpoint, out, seed, steps, guidance):
     """Clone REFERENCE's camera: shots -> poses -> grid -> prompt -> sample -> OUT.mp4, OUT.preview.mp4, OUT.json."""
+    from omnidirector_jax.diffusion.generate import load_model
     from omnidirector_jax.errors import OmniDirectorError
+    from omnidirector_jax.prompting.fusion import read_image
 
     if not image_path or not out:
         raise OmniDirectorError("clone needs --image and --out")
+    image, model = read_image(image_path), load_model(checkpoint)  # fail fast, before the reference is analysed
     import tempfile
     from pathlib import Path
 
@@ -161,7 +165,7 @@ def clone_command(reference_path, weights, max_frames, image_path, prompt, check
         tmp = Path(tempfile.mkdtemp()) / "reference.mp4"
         source = str(write_video(tmp, frames, fps=video.fps))
     traj, report = extract_trajectory(source, weights=weights, progress=False)
-    _run(traj, image_path, prompt, checkpoint, out, seed, steps, guidance, reference=frames,
+    _run(traj, image_path, prompt, checkpoint, out, seed, steps, guidance, reference=frames, model=model, image=image,
          record={"reference": reference_path, "max_frames": max_frames,
                  "shots": {k: report.get(k) for k in ("model_counts",) if k in report}})
 

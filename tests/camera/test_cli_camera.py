@@ -1,4 +1,4 @@
-"""`omnidirector render-grid`, `demo` and `bench raster` from the command line, including bad input."""
+"""`omnidirector render-grid`, `render-samples` and `bench raster` from the command line, including bad input."""
 
 import json
 from pathlib import Path

