@@ -25,6 +25,7 @@ A trajectory the estimator cannot pose at all (no shot with ≥ 2 posed frames) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -119,18 +120,36 @@ def estimate_cameras(frames: np.ndarray, K: np.ndarray, *, fps: float = 25.0, up
                      weights: str | None = None, estimator: str = "vo") -> tuple[Trajectory, dict]:
     """Cuts and cameras of a video with known intrinsics: frames (N, H, W, 3) uint8, K (3, 3) or (N, 3, 3)
     pixels of H×W -> trajectory at H×W (cut frames marked) and the estimator's report."""
+    frames = np.asarray(frames)
+    with _quiet("omnidirector_jax.perception"):
+        return _estimate(frames, K, fps, upsample, weights, estimator)
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    """Per-video perception chatter (detector fallback, failed shots) stays out of a run over many videos:
+    the report holds it."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _estimate(frames: np.ndarray, K: np.ndarray, fps: float, upsample: int, weights: str | None,
+              estimator: str) -> tuple[Trajectory, dict]:
     import cv2
 
     from omnidirector_jax.perception.pose.base import PoseEstimationError
     from omnidirector_jax.perception.pose_estimators import make_estimator
     from omnidirector_jax.perception.shots import detect_shots
 
-    frames = np.asarray(frames)
     n, h, w = frames.shape[:3]
     shots = detect_shots(frames, weights_dir=weights, progress=False)
     cuts = [int(c) for c in shots.cuts]
-    K = np.asarray(K, np.float64)
-    K = np.broadcast_to(K, (n, 3, 3)) if K.ndim == 3 else np.broadcast_to(K, (n, 3, 3))
+    K = np.broadcast_to(np.asarray(K, np.float64), (n, 3, 3))  # (3, 3) or one per frame; the first is used
     big = frames
     K_big = K[0].copy()
     if upsample > 1:
