@@ -6,6 +6,7 @@
 #   2. `bench train` of base_480p at batch 1, cuDNN attention: whole-step MFU              issue 12
 #   3. `bench model` of the Wan 2.1 1.3B backbone with the conditions, cuDNN               issue 16
 #   4. TransNetV2 frames/s with batched windows (random weights: no torch on the device)   issue 15
+#   5. `bench sample` of base_480p at batch 1 (CFG: forward batch 2), 50 Euler steps, cuDNN  issue 13
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 JAX_PLATFORMS=${JAX_PLATFORMS:-cuda} XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
 OUT=${OUT:-/tmp/device_check}
@@ -27,4 +28,6 @@ step bench_model_wan_1_3b 110 python3 -m omnidirector_jax.cli bench model --conf
   --set model.attention=cudnn --set shape.batch_size=1 --set model.remat=save_dots --set bench.warmup=1 \
   --steps 2 --json
 step bench_shots 45 python3 -m omnidirector_jax.cli bench shots --frames 3000 --window-batch 32 --json
+step bench_sample_base_480p 200 python3 -m omnidirector_jax.cli bench sample --config configs/base_480p.yaml \
+  --set model.attention=cudnn --set conditions.vae_dtype=bfloat16 --batch 1 --steps 50 --guidance adaptive --repeats 1 --json
 echo "== total $SECONDS s" | tee -a "$OUT/summary.txt"

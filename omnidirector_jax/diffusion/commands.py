@@ -196,8 +196,9 @@ BENCH_COMMANDS: list[click.Command] = []
 @click.option("--batch", type=int, default=1, show_default=True, help="Jobs sampled together.")
 @click.option("--steps", type=int, default=None, help="Sampling steps (default: the config's).")
 @click.option("--guidance", type=click.Choice(["none", "plain", "adaptive"]), default=None)
+@click.option("--repeats", type=int, default=2, show_default=True, help="Timed calls per stage after the first.")
 @click.option("--json", "as_json", is_flag=True)
-def bench_sample_command(config_path, overrides, checkpoint, batch, steps, guidance, as_json):
+def bench_sample_command(config_path, overrides, checkpoint, batch, steps, guidance, repeats, as_json):
     """Sampling by stage (prompt, grid, encode, denoise, decode), compile time, steps/s, and one sampling step
     against one batched forward of the model (same device, same batch)."""
     import json
@@ -205,10 +206,10 @@ def bench_sample_command(config_path, overrides, checkpoint, batch, steps, guida
     from omnidirector_jax.diffusion.bench import format_sample_bench, run_sample_bench
     from omnidirector_jax.errors import OmniDirectorError
 
-    if batch < 1:
-        raise OmniDirectorError(f"--batch must be at least 1, got {batch}")
+    if batch < 1 or repeats < 1:
+        raise OmniDirectorError(f"--batch and --repeats must be at least 1, got {batch} and {repeats}")
     result = run_sample_bench(config_path, list(overrides), batch=batch, steps=steps, guidance=guidance,
-                              checkpoint=checkpoint)
+                              checkpoint=checkpoint, repeats=repeats)
     click.echo(json.dumps(result, indent=1) if as_json else format_sample_bench(result))
 
 
