@@ -77,6 +77,10 @@ class ModelConfig:
     remat: str = "none"
     scan_layers: bool = True  # False unrolls the block loop (same parameter layout)
     backbone: str = "mmdit"  # mmdit | wan (Wan 2.1 DiT, models/wan.py)
+    # What the network outputs: the rectified-flow velocity, or the clean latents x0 (turned into the velocity
+    # (x_t - x0) / max(t, 0.05) for the loss and the sampler). x0 suits narrow models whose width is below the
+    # patch dimension: a velocity carries the input noise, which such a bottleneck cannot pass through.
+    prediction: str = "velocity"  # velocity | x0
     ffn_dim: int = 0  # wan: MLP width (0: mlp_ratio * hidden_size)
     cross_attn_norm: bool = True  # wan: affine LayerNorm before the cross-attention
     segment_embed: bool = False  # wan: zero-initialised [3, D] embedding of target / reference / grid frames
@@ -473,6 +477,8 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     if cfg.data.workers < 0 or cfg.data.prefetch < 1:
         raise ConfigError(f"data.workers must be >= 0 and data.prefetch >= 1, got {cfg.data.workers}, "
                           f"{cfg.data.prefetch}")
+    if m.prediction not in ("velocity", "x0"):
+        raise ConfigError(f"model.prediction: '{m.prediction}' is not velocity or x0")
     if m.backbone not in BACKBONES or m.trainable not in ("all", "self_attention"):
         raise ConfigError(f"model.backbone/model.trainable: '{m.backbone}'/'{m.trainable}' not in "
                           f"{'|'.join(BACKBONES)} / all|self_attention")

@@ -40,3 +40,22 @@ def velocity_target(x0: jax.Array, noise: jax.Array) -> jax.Array:
 def time_grid(steps: int, shift: float = 1.0) -> jax.Array:
     """`[steps + 1]` float32 times from 1 (noise) down to 0 (data), uniform before the shift."""
     return shift_time(jnp.linspace(1.0, 0.0, steps + 1, dtype=jnp.float32), shift)
+
+
+X0_T_MIN = 0.05  # x0 prediction: the velocity divides by max(t, X0_T_MIN), bounded near the data end
+
+
+def velocity_from_x0(latents: jax.Array, x0_hat: jax.Array, frame_t: jax.Array, t_min: float = X0_T_MIN
+                     ) -> jax.Array:
+    """`(x_t − x̂_0) / max(t, t_min)` per frame: latents / x0_hat [B, F, ...], frame_t [B, F] -> float32."""
+    t = jnp.maximum(frame_t.astype(jnp.float32), t_min).reshape(frame_t.shape + (1,) * (latents.ndim - 2))
+    return (latents.astype(jnp.float32) - x0_hat.astype(jnp.float32)) / t
+
+
+def model_velocity(model, latents: jax.Array, frame_t: jax.Array, text: jax.Array, text_mask: jax.Array
+                   ) -> jax.Array:
+    """The model's velocity at every frame, whatever it predicts (`model.cfg.prediction`: velocity or x0)."""
+    out = model(latents, frame_t, text, text_mask)
+    if getattr(model.cfg, "prediction", "velocity") == "x0":
+        return velocity_from_x0(latents, out, frame_t)
+    return out

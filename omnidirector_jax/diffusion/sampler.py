@@ -57,7 +57,8 @@ def model_apply(graphdef: nnx.GraphDef) -> Apply:
     """`apply(params, latents, frame_t, text, text_mask)` for the model `nnx.merge(graphdef, params)`."""
 
     def apply(params: Any, latents: jax.Array, frame_t: jax.Array, text: jax.Array, mask: jax.Array) -> jax.Array:
-        return nnx.merge(graphdef, params)(latents, frame_t, text, mask)  # merged inside the trace, per call
+        # merged inside the trace, per call; an x0-predicting model's output becomes a velocity here
+        return flow.model_velocity(nnx.merge(graphdef, params), latents, frame_t, text, mask)
 
     return apply
 

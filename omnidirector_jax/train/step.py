@@ -88,7 +88,7 @@ def flow_loss(model: nnx.Module, inputs: dict[str, jax.Array], key: jax.Array, c
     t = flow.sample_timesteps(k_t, b, mean=t_cfg.logit_mean, std=t_cfg.logit_std, shift=t_cfg.timestep_shift)
     noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
     latents, frame_t, _ = assemble_inputs(inputs["ref"], inputs["grid"], flow.interpolate(x0, noise, t), t)
-    pred = model(latents, frame_t, inputs["text"], inputs["text_mask"])
+    pred = flow.model_velocity(model, latents, frame_t, inputs["text"], inputs["text_mask"])
     err = jnp.square(pred[:, -x0.shape[1]:] - flow.velocity_target(x0, noise))
     per_sample = err.mean(axis=(1, 2, 3, 4))
     recon = inputs["recon"].astype(jnp.float32)

@@ -194,3 +194,34 @@ def test_tiny_mmdit_sampled_on_a_mesh_compiles_once_per_shape():
     preview = jax.jit(lambda p, c, n: sample_euler(graphdef, p, c["ref"], c["grid"], c["text"], c["text_mask"], n,
                                                    steps=cfg.sampler.steps, shift=cfg.sampler.shift))
     np.testing.assert_allclose(preview(params, cond, noise), unguided, atol=2e-4)
+
+
+def test_x0_prediction_becomes_a_velocity_in_the_loss_and_the_sampler():
+    """model.prediction = x0: velocity = (x_t - out) / max(t, 0.05) per frame (float64 reference), the same
+    function in the sampler's apply; a velocity model's output passes through unchanged."""
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "configs" / "tiny_cpu.yaml", ["model.prediction=x0", "model.hidden_size=32",
+                                                            "model.num_heads=2", "model.depth=1",
+                                                            "model.single_depth=0"], num_devices=None)
+    graphdef, state = nnx.split(create_model(cfg.model, 0))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda p: p + 0.05 * rng.standard_normal(p.shape).astype(p.dtype), state.to_pure_dict())
+    model = nnx.merge(graphdef, params)  # non-zero output layer (a fresh one is zero-initialised)
+    b, f = 2, 1 + 2 * cfg.shape.latent_frames
+    latents = jnp.asarray(rng.standard_normal((b, f, 16, 16, 48)), jnp.float32)
+    frame_t = jnp.asarray(np.concatenate([np.zeros((b, f - 5)), np.tile([[0.9, 0.5, 0.2, 0.04, 0.0]], (b, 1))], 1),
+                          jnp.float32)
+    text = jnp.asarray(rng.standard_normal((b, cfg.model.text_len, cfg.model.text_dim)), jnp.float32)
+    mask = jnp.ones((b, cfg.model.text_len), bool)
+    out = np.asarray(model(latents, frame_t, text, mask), np.float64)
+    want = (np.asarray(latents, np.float64) - out) / np.maximum(np.asarray(frame_t, np.float64), 0.05)[..., None,
+                                                                                                       None, None]
+    got = flow.model_velocity(model, latents, frame_t, text, mask)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(model_apply(graphdef)(params, latents, frame_t, text, mask)),
+                               want, rtol=1e-5, atol=1e-5)
+    plain = nnx.merge(nnx.graphdef(create_model(dataclasses.replace(cfg.model, prediction="velocity"), 0)), params)
+    np.testing.assert_array_equal(np.asarray(flow.model_velocity(plain, latents, frame_t, text, mask)),
+                                  np.asarray(plain(latents, frame_t, text, mask)))
+    with pytest.raises(Exception, match="model.prediction"):
+        load_config(root / "configs" / "tiny_cpu.yaml", ["model.prediction=eps"], num_devices=None)
