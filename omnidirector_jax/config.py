@@ -159,6 +159,10 @@ class TrainConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     timestep_shift: float = 1.0
+    # Loss space: velocity (MSE of the velocity) or x0 (MSE of the implied clean latents x0 = x_t - t·v, i.e. the
+    # velocity loss weighted by t²: the high-noise steps, where layout and camera motion are decided, count as
+    # much as the nearly clean ones).
+    loss: str = "velocity"
     self_recon_prob: float = 0.1  # target video replaced by the camera grid (same grid as condition)
     drop_grid_prob: float = 0.1  # grid condition blanked to black (CFG's unconditional branch)
     drop_text_prob: float = 0.1  # text replaced by the empty prompt
@@ -477,6 +481,8 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     if cfg.data.workers < 0 or cfg.data.prefetch < 1:
         raise ConfigError(f"data.workers must be >= 0 and data.prefetch >= 1, got {cfg.data.workers}, "
                           f"{cfg.data.prefetch}")
+    if cfg.train.loss not in ("velocity", "x0"):
+        raise ConfigError(f"train.loss: '{cfg.train.loss}' is not velocity or x0")
     if m.prediction not in ("velocity", "x0"):
         raise ConfigError(f"model.prediction: '{m.prediction}' is not velocity or x0")
     if m.backbone not in BACKBONES or m.trainable not in ("all", "self_attention"):

@@ -90,6 +90,8 @@ def flow_loss(model: nnx.Module, inputs: dict[str, jax.Array], key: jax.Array, c
     latents, frame_t, _ = assemble_inputs(inputs["ref"], inputs["grid"], flow.interpolate(x0, noise, t), t)
     pred = flow.model_velocity(model, latents, frame_t, inputs["text"], inputs["text_mask"])
     err = jnp.square(pred[:, -x0.shape[1]:] - flow.velocity_target(x0, noise))
+    if t_cfg.loss == "x0":  # |x0_hat - x0|² = t² |v_hat - v|² with x0_hat = x_t - t·v_hat
+        err = err * jnp.square(t).reshape(b, 1, 1, 1, 1)
     per_sample = err.mean(axis=(1, 2, 3, 4))
     recon = inputs["recon"].astype(jnp.float32)
 
