@@ -78,9 +78,11 @@ class ModelConfig:
     scan_layers: bool = True  # False unrolls the block loop (same parameter layout)
     backbone: str = "mmdit"  # mmdit | wan (Wan 2.1 DiT, models/wan.py)
     # What the network outputs: the rectified-flow velocity, or the clean latents x0 (turned into the velocity
-    # (x_t - x0) / max(t, 0.05) for the loss and the sampler). x0 suits narrow models whose width is below the
-    # patch dimension: a velocity carries the input noise, which such a bottleneck cannot pass through.
-    prediction: str = "velocity"  # velocity | x0
+    # (x_t - x0) / max(t, 0.05) for the loss and the sampler), or x0 as a change of the reference frame
+    # (x0 = input frame 0 + output: x0_residual). x0 suits narrow models whose width is below the patch dimension
+    # (a velocity carries the input noise, which such a bottleneck cannot pass through); x0_residual also hands
+    # a small model the copy of the reference image that camera motion then moves.
+    prediction: str = "velocity"  # velocity | x0 | x0_residual
     ffn_dim: int = 0  # wan: MLP width (0: mlp_ratio * hidden_size)
     cross_attn_norm: bool = True  # wan: affine LayerNorm before the cross-attention
     segment_embed: bool = False  # wan: zero-initialised [3, D] embedding of target / reference / grid frames
@@ -483,8 +485,8 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
                           f"{cfg.data.prefetch}")
     if cfg.train.loss not in ("velocity", "x0"):
         raise ConfigError(f"train.loss: '{cfg.train.loss}' is not velocity or x0")
-    if m.prediction not in ("velocity", "x0"):
-        raise ConfigError(f"model.prediction: '{m.prediction}' is not velocity or x0")
+    if m.prediction not in ("velocity", "x0", "x0_residual"):
+        raise ConfigError(f"model.prediction: '{m.prediction}' is not velocity, x0 or x0_residual")
     if m.backbone not in BACKBONES or m.trainable not in ("all", "self_attention"):
         raise ConfigError(f"model.backbone/model.trainable: '{m.backbone}'/'{m.trainable}' not in "
                           f"{'|'.join(BACKBONES)} / all|self_attention")

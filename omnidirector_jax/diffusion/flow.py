@@ -54,8 +54,12 @@ def velocity_from_x0(latents: jax.Array, x0_hat: jax.Array, frame_t: jax.Array, 
 
 def model_velocity(model, latents: jax.Array, frame_t: jax.Array, text: jax.Array, text_mask: jax.Array
                    ) -> jax.Array:
-    """The model's velocity at every frame, whatever it predicts (`model.cfg.prediction`: velocity or x0)."""
+    """The model's velocity at every frame, whatever it predicts (`model.cfg.prediction`: velocity, x0, or
+    x0_residual: x0 relative to input frame 0, the reference image of the `[ref | grid | x_t]` layout)."""
     out = model(latents, frame_t, text, text_mask)
-    if getattr(model.cfg, "prediction", "velocity") == "x0":
+    prediction = getattr(model.cfg, "prediction", "velocity")
+    if prediction == "x0_residual":
+        out = out.astype(jnp.float32) + latents[:, :1].astype(jnp.float32)
+    if prediction in ("x0", "x0_residual"):
         return velocity_from_x0(latents, out, frame_t)
     return out

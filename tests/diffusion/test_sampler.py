@@ -223,5 +223,11 @@ def test_x0_prediction_becomes_a_velocity_in_the_loss_and_the_sampler():
     plain = nnx.merge(nnx.graphdef(create_model(dataclasses.replace(cfg.model, prediction="velocity"), 0)), params)
     np.testing.assert_array_equal(np.asarray(flow.model_velocity(plain, latents, frame_t, text, mask)),
                                   np.asarray(plain(latents, frame_t, text, mask)))
+    residual = nnx.merge(nnx.graphdef(create_model(dataclasses.replace(cfg.model, prediction="x0_residual"), 0)),
+                         params)
+    want = (np.asarray(latents, np.float64) - out - np.asarray(latents[:, :1], np.float64)) / np.maximum(
+        np.asarray(frame_t, np.float64), 0.05)[..., None, None, None]
+    np.testing.assert_allclose(np.asarray(flow.model_velocity(residual, latents, frame_t, text, mask)), want,
+                               rtol=1e-5, atol=1e-5)
     with pytest.raises(Exception, match="model.prediction"):
         load_config(root / "configs" / "tiny_cpu.yaml", ["model.prediction=eps"], num_devices=None)
