@@ -78,11 +78,14 @@ class ModelConfig:
     scan_layers: bool = True  # False unrolls the block loop (same parameter layout)
     backbone: str = "mmdit"  # mmdit | wan (Wan 2.1 DiT, models/wan.py)
     # What the network outputs: the rectified-flow velocity, or the clean latents x0 (turned into the velocity
-    # (x_t - x0) / max(t, 0.05) for the loss and the sampler), or x0 as a change of the reference frame
-    # (x0 = input frame 0 + output: x0_residual). x0 suits narrow models whose width is below the patch dimension
-    # (a velocity carries the input noise, which such a bottleneck cannot pass through); x0_residual also hands
-    # a small model the copy of the reference image that camera motion then moves.
+    # (x_t - x0) / max(t, 0.05) for the loss and the sampler), or x0_residual: x0 as a correction of the linear
+    # least-squares estimate of x0 from x_t and the reference frame r (input frame 0), modelling x0 = r + d with
+    # d of variance residual_var: r + k(t)·(x_t − (1 − t)·r), k = (1 − t)·v / ((1 − t)²·v + t²) — the
+    # reference at pure noise, x_t at t = 0. x0 suits narrow models whose width is below the patch dimension (a
+    # velocity carries the input noise, which such a bottleneck cannot pass through); x0_residual also hands a
+    # small model the copy of the reference image that camera motion then moves.
     prediction: str = "velocity"  # velocity | x0 | x0_residual
+    residual_var: float = 0.5  # x0_residual: mean squared latent difference between a frame and its reference
     ffn_dim: int = 0  # wan: MLP width (0: mlp_ratio * hidden_size)
     cross_attn_norm: bool = True  # wan: affine LayerNorm before the cross-attention
     segment_embed: bool = False  # wan: zero-initialised [3, D] embedding of target / reference / grid frames
@@ -225,6 +228,10 @@ class DataConfig:
     prefetch: int = 2  # batches buffered per worker
     seed: int = 0  # global shuffle seed
     tokenizer: str = ""  # folder of a `transformers` tokenizer; "" = the built-in byte tokenizer
+    # The example's reference image: the record's (`first`: its first frame unless the record gives one), or
+    # `window`: the frame just before the cropped window (its first frame for a crop at 0), which is what
+    # `generate` conditions each window on (the image, then the previous window's last frame).
+    reference: str = "first"  # first | window
 
 
 @dataclass
@@ -483,8 +490,12 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     if cfg.data.workers < 0 or cfg.data.prefetch < 1:
         raise ConfigError(f"data.workers must be >= 0 and data.prefetch >= 1, got {cfg.data.workers}, "
                           f"{cfg.data.prefetch}")
+    if cfg.data.reference not in ("first", "window"):
+        raise ConfigError(f"data.reference: '{cfg.data.reference}' is not first or window")
     if cfg.train.loss not in ("velocity", "x0"):
         raise ConfigError(f"train.loss: '{cfg.train.loss}' is not velocity or x0")
+    if m.residual_var <= 0:
+        raise ConfigError(f"model.residual_var must be positive, got {m.residual_var}")
     if m.prediction not in ("velocity", "x0", "x0_residual"):
         raise ConfigError(f"model.prediction: '{m.prediction}' is not velocity, x0 or x0_residual")
     if m.backbone not in BACKBONES or m.trainable not in ("all", "self_attention"):

@@ -243,8 +243,9 @@ class DecodeClip(grain.transforms.MapWithIndex):
     process count like Grain's `random_map`, without building a NumPy Generator per example (~30 us)."""
 
     def __init__(self, frames: int, height: int, width: int, text_len: int, latent_frames: int,
-                 tokenizer: str | None, seed: int) -> None:
+                 tokenizer: str | None, seed: int, reference: str = "first") -> None:
         self.frames, self.hw, self.text_len, self.seed = frames, (height, width), text_len, seed
+        self.window_reference = reference == "window"
         self.latent_frames, self.tokenizer_dir = latent_frames, tokenizer
         self._tokenizer: Any = None
         self._token_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -287,9 +288,14 @@ class DecodeClip(grain.transforms.MapWithIndex):
         video = np.empty((t, *self.hw, 3), np.uint8)
         for i in range(t):
             video[i] = decode_image(clip.frame(start + i), self.hw, flag, raw_hw, jpeg)
-        # The reference image is usually frame 0: decode it once when the crop starts there.
-        ref = video[0].copy() if clip.ref_is_frame0 and start == 0 else \
-            decode_image(clip.ref_image, self.hw, flag, raw_hw, jpeg)
+        # The reference image is usually frame 0: decode it once when the crop starts there. `window`: the frame
+        # before the crop (a record that gives its own reference image keeps it).
+        if clip.ref_is_frame0 and self.window_reference and start > 0:
+            ref = decode_image(clip.frame(start - 1), self.hw, flag, raw_hw, jpeg)
+        elif clip.ref_is_frame0 and start == 0:
+            ref = video[0].copy()
+        else:
+            ref = decode_image(clip.ref_image, self.hw, flag, raw_hw, jpeg)
         sl = slice(start, start + t)
         text = clip.caption if not clip.camera_prompt else f"{clip.caption} {clip.camera_prompt}"
         ids, mask = self._tokenize(text)
@@ -424,7 +430,7 @@ def make_dataset(cfg: Config, data_dir: str | Path, *, seed: int | None = None, 
     b = cfg.shape.batch_size // process_count
     s = cfg.shape
     decode = DecodeClip(s.frames, s.height, s.width, cfg.model.text_len, s.latent_frames,
-                        cfg.data.tokenizer or None, seed + 1)
+                        cfg.data.tokenizer or None, seed + 1, cfg.data.reference)
     ds = (grain.MapDataset.source(source)
           .map_with_index(_TagIndex(len(source)))
           .pipe(_shuffle, seed=seed)

@@ -52,14 +52,26 @@ def velocity_from_x0(latents: jax.Array, x0_hat: jax.Array, frame_t: jax.Array, 
     return (latents.astype(jnp.float32) - x0_hat.astype(jnp.float32)) / t
 
 
+def reference_skip(latents: jax.Array, reference: jax.Array, frame_t: jax.Array, residual_var: float
+                   ) -> jax.Array:
+    """Linear least-squares x0 from x_t and a reference r, for x0 = r + d, Var d = v, ε ~ N(0, 1):
+    r + k·(x_t − (1 − t)·r) with k = (1 − t)·v / ((1 − t)²·v + t²): r at t = 1, x_t at t = 0.
+    latents [B, F, ...], reference [B, 1, ...], frame_t [B, F] -> float32 like latents."""
+    t = frame_t.astype(jnp.float32).reshape(frame_t.shape + (1,) * (latents.ndim - 2))
+    r = reference.astype(jnp.float32)
+    k = (1 - t) * residual_var / ((1 - t) ** 2 * residual_var + t ** 2)
+    return r + k * (latents.astype(jnp.float32) - (1 - t) * r)
+
+
 def model_velocity(model, latents: jax.Array, frame_t: jax.Array, text: jax.Array, text_mask: jax.Array
                    ) -> jax.Array:
     """The model's velocity at every frame, whatever it predicts (`model.cfg.prediction`: velocity, x0, or
-    x0_residual: x0 relative to input frame 0, the reference image of the `[ref | grid | x_t]` layout)."""
+    x0_residual: a correction of `reference_skip`, with input frame 0 — the reference image of the
+    `[ref | grid | x_t]` layout — as the reference)."""
     out = model(latents, frame_t, text, text_mask)
     prediction = getattr(model.cfg, "prediction", "velocity")
     if prediction == "x0_residual":
-        out = out.astype(jnp.float32) + latents[:, :1].astype(jnp.float32)
+        out = out.astype(jnp.float32) + reference_skip(latents, latents[:, :1], frame_t, model.cfg.residual_var)
     if prediction in ("x0", "x0_residual"):
         return velocity_from_x0(latents, out, frame_t)
     return out
