@@ -50,3 +50,25 @@ def wheel_test_video() -> Path:
     digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
     assert entry.hash is None or digest == entry.hash.value, "test.mp4 differs from the wheel's RECORD"
     return path
+
+
+TINY_EXPORT_OVERRIDES = ["model.hidden_size=64", "model.depth=1", "model.single_depth=0", "model.num_heads=2",
+                         "shape.height=32", "shape.width=32", "sampler.steps=2", "sampler.guidance=plain"]
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """(export folder, params) of a small random model at 32x32 (generate/eval/demo tests)."""
+    import numpy as np
+    from flax import nnx
+
+    from omnidirector_jax.config import load_config
+    from omnidirector_jax.train.export import write_export
+    from omnidirector_jax.train.state import create_model
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "tiny_cpu.yaml", TINY_EXPORT_OVERRIDES, num_devices=None)
+    params = nnx.state(create_model(cfg.model, 0)).to_pure_dict()
+    # Non-zero head: a fresh MMDiT's zero-initialised output layer would make every sample equal the noise.
+    params = jax.tree.map(lambda p: p + 0.02 * np.random.default_rng(0).standard_normal(p.shape), params)
+    return write_export(cfg, params, tmp_path_factory.mktemp("export") / "model", dtype="float32"), params

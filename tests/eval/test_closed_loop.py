@@ -4,16 +4,11 @@ trajectory folders, and the `eval` / `demo` / `bench sample` commands on a small
 import json
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from omnidirector_jax.cli import main
-from omnidirector_jax.config import load_config
 from omnidirector_jax.eval import closed_loop as cl
-from omnidirector_jax.train.export import write_export
-from omnidirector_jax.train.state import create_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["model.hidden_size=64", "model.depth=1", "model.single_depth=0", "model.num_heads=2", "shape.height=32",
@@ -21,11 +16,8 @@ SMALL = ["model.hidden_size=64", "model.depth=1", "model.single_depth=0", "model
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", SMALL, num_devices=None)
-    params = nnx.state(create_model(cfg.model, 0)).to_pure_dict()
-    params = jax.tree.map(lambda p: p + 0.02 * np.random.default_rng(0).standard_normal(p.shape), params)
-    return write_export(cfg, params, tmp_path_factory.mktemp("export") / "model", dtype="float32")
+def export(tiny_export):
+    return tiny_export[0]
 
 
 @pytest.mark.parametrize("cls", ["dolly", "truck", "orbit", "pan"])
