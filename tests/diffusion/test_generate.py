@@ -14,8 +14,6 @@ from omnidirector_jax.media import write_png
 from omnidirector_jax.train.export import load_export
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["model.hidden_size=64", "model.depth=1", "model.single_depth=0", "model.num_heads=2", "shape.height=32",
-         "shape.width=32", "sampler.steps=2", "sampler.guidance=plain"]
 
 
 @pytest.fixture(scope="module")
