@@ -83,10 +83,14 @@ def make_layout(cfg: Config, mesh: Mesh) -> StateLayout:
     graphdef, abs_params = nnx.split(model_abs)
     param_sh = rules_lib.param_shardings(abs_params, mesh, cfg.mesh.rules).to_pure_dict()
     abs_params = abs_params.to_pure_dict()
-    tx = make_optimizer(cfg, trainable_labels(model_abs, cfg.model))
+    labels = trainable_labels(model_abs, cfg.model)
+    tx = make_optimizer(cfg, labels)
     replicated = NamedSharding(mesh, PartitionSpec())
     abs_opt = jax.eval_shape(tx.init, abs_params)
-    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_sh, transform_non_params=lambda _: replicated)
+    # Moments sharded like their parameters. Under multi_transform the moments of frozen parameters are
+    # MaskedNode placeholders (no state kept), so the sharding tree gets the same placeholders there.
+    moment_sh = jax.tree.map(lambda s, label: s if label == "train" else optax.MaskedNode(), param_sh, labels)
+    opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, moment_sh, transform_non_params=lambda _: replicated)
     shardings: State = {"params": param_sh, "opt_state": opt_sh, "step": replicated, "rng": replicated,
                         "bad_steps": replicated}
     abstract: State = {"params": abs_params, "opt_state": abs_opt,

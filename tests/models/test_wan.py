@@ -276,3 +276,53 @@ def test_bench_model_runs_the_wan_backbone(capsys):
     assert "cross_attention" in report["flops"]["forward"]
     for part in ("forward", "train_step"):
         assert report[part]["step_s"] > 0 and 0 < report[part]["mfu"] < 1.5
+
+
+# ------------------------------------------------------------------------------- training from converted weights
+
+# wan_tiny_cpu resized to the TINY reference's layout, 32x32 frames, two steps.
+FROM_TINY = ["model.latent_channels=16", "model.hidden_size=24", "model.num_heads=2", "model.ffn_dim=40",
+             "model.text_dim=32", "model.freq_dim=16", "shape.height=32", "shape.width=32", "train.steps=2",
+             "train.warmup_steps=1", "train.log_every=1", "train.preview_every=0", "checkpoint.every=2"]
+
+
+def _train(workdir, *overrides) -> int:
+    sets = [arg for o in (*FROM_TINY, *overrides) for arg in ("--set", o)]
+    return main(["train", "--config", str(ROOT / "configs/wan_tiny_cpu.yaml"), "--workdir", str(workdir),
+                 "--no-progress", *sets])
+
+
+def test_train_starts_from_converted_weights_and_freezes_them(reference, tmp_path, capsys):
+    from omnidirector_jax.config import config_from_dict
+    from omnidirector_jax.parallel.mesh import make_mesh
+    from omnidirector_jax.train.checkpoint import Checkpointer
+    from omnidirector_jax.train.state import make_layout
+
+    _, folder = reference
+    ckpt, data = tmp_path / "ckpt", tmp_path / "D"
+    assert main(["convert-wan", str(folder), "--out", str(ckpt), "--set", "segment_embed=true"]) == 0
+    assert main(["build-dataset", "--synthetic", "8", "--out", str(data), "--size", "32x32", "--frames", "5"]) == 0
+    _, converted = backbones.load_converted(ckpt)
+
+    workdir = tmp_path / "run"
+    assert _train(workdir, f"data.dir={data}", f"init.from={ckpt}", "model.trainable=self_attention") == 0
+    saved = Checkpointer(workdir / "checkpoints", Config().checkpoint, read_only=True)
+    assert saved.latest_step() == 2
+    cfg = config_from_dict(saved.read_config(2))
+    state = saved.restore(2, make_layout(cfg, make_mesh(cfg.mesh, jax.devices())).abstract)
+    trained = dict(nnx.to_flat_state(nnx.State(jax.device_get(state["params"]))))
+    start = dict(nnx.to_flat_state(nnx.State(converted)))
+    assert trained.keys() == start.keys()
+    moved = {"/".join(map(str, p)) for p in start if not np.array_equal(np.asarray(trained[p]), np.asarray(start[p]))}
+    # Everything but self-attention and the new segment table stays the converted weights bit for bit; the
+    # trainable part moved (the segment table starts at zero and gets gradients from the condition frames).
+    assert moved and all(p.startswith("blocks/self_attn/") or p == "segment_embed" for p in moved), moved
+    assert any(p.startswith("blocks/self_attn/qkv") for p in moved), moved
+    capsys.readouterr()
+
+    # Weights of another shape: one line at start, nothing trained.
+    assert _train(tmp_path / "bad", f"data.dir={data}", f"init.from={ckpt}", "model.hidden_size=48",
+                  "model.num_heads=4") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: init.from: parameters in"), err
+    assert not (tmp_path / "bad" / "checkpoints").exists() or not any((tmp_path / "bad" / "checkpoints").iterdir())
