@@ -65,7 +65,8 @@ def compile_grid_path(topology: str, *, frames: int = 49, height: int = 480, wid
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--topology", action="append", help="e.g. v5:4x8x8 (v5p-256), v6e:16x16 (repeatable)")
+    parser.add_argument("--topology", action="append",
+                        help="e.g. v5:4x8x8 (v5p-512), v5:2x4x4 (v5p-64), v6e:16x16 (repeatable)")
     parser.add_argument("--frames", type=int, default=49)
     parser.add_argument("--size", default="480x832")
     opts = parser.parse_args()

@@ -64,7 +64,8 @@ COMMANDS.append(train_command)
 
 @click.command("aot")
 @_config_option
-@click.option("--topology", required=True, help="TPU topology, e.g. v5:4x8x8 (v5p-256), v6e:16x16, v5e:16x16.")
+@click.option("--topology", required=True,
+              help="TPU topology, e.g. v5:4x8x8 (v5p-512), v5:2x4x4 (v5p-64), v6e:16x16, v5e:16x16.")
 @click.option("--num-slices", type=int, default=1, show_default=True, help="Slices (multi-slice) of the topology.")
 @_set_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
