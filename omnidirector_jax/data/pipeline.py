@@ -105,26 +105,41 @@ except ImportError:  # pragma: no cover - optional speed-up
 
 
 def decode_image(buf: bytes | memoryview, dst_hw: tuple[int, int], flag: int,
-                 raw_hw: tuple[int, int] | None = None, jpeg: bool = False) -> np.ndarray:
+                 raw_hw: tuple[int, int] | None = None, jpeg: bool = False,
+                 out: np.ndarray | None = None, stored_hw: tuple[int, int] | None = None) -> np.ndarray:
     """Stored image -> (H, W, 3) uint8 RGB at `dst_hw` (INTER_AREA when the decoded size differs).
-    JPEG/PNG bytes are decoded with `flag`; `raw_hw` means uncompressed RGB bytes of that size."""
+    JPEG/PNG bytes are decoded with `flag`; `raw_hw` means uncompressed RGB bytes of that size. `out`: a
+    C-contiguous (H, W, 3) uint8 array to write into; a JPEG whose `stored_hw` is `dst_hw` is decoded
+    straight into it."""
     if raw_hw is not None:
         img = np.frombuffer(buf, np.uint8)
         if img.size != raw_hw[0] * raw_hw[1] * 3:
             raise OmniDirectorError(f"a stored raw frame has {img.size} bytes, expected {raw_hw} x 3")
-        return resize_image(img.reshape(*raw_hw, 3), dst_hw)
-    if jpeg and simplejpeg is not None and flag == cv2.IMREAD_COLOR_RGB:  # full-scale JPEG
+        img = resize_image(img.reshape(*raw_hw, 3), dst_hw)
+    elif jpeg and simplejpeg is not None and flag == cv2.IMREAD_COLOR_RGB:  # full-scale JPEG
+        # Straight into `out` when the stored size is the target (no allocation, no copy): ~8% per frame.
+        direct = out is not None and stored_hw is not None and tuple(stored_hw) == tuple(dst_hw)
         try:
-            img = simplejpeg.decode_jpeg(buf, colorspace="RGB")
+            img = simplejpeg.decode_jpeg(buf, colorspace="RGB", buffer=out if direct else None)
         except ValueError:
-            raise OmniDirectorError("a stored frame could not be decoded (corrupt JPEG bytes)") from None
-        return resize_image(img, dst_hw)
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
-    if img is None:
-        raise OmniDirectorError("a stored frame could not be decoded (corrupt JPEG/PNG bytes)")
-    if img.shape[:2] != tuple(dst_hw):
-        img = cv2.resize(img, (dst_hw[1], dst_hw[0]), interpolation=cv2.INTER_AREA)
-    return img
+            try:  # a frame larger than its record says does not fit `out`: decode it alone, resize below
+                img = simplejpeg.decode_jpeg(buf, colorspace="RGB")
+            except ValueError:
+                raise OmniDirectorError("a stored frame could not be decoded (corrupt JPEG bytes)") from None
+        else:
+            if direct and img.shape == out.shape:  # a smaller frame than the record says lands below
+                return out
+        img = resize_image(img, dst_hw)
+    else:
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
+        if img is None:
+            raise OmniDirectorError("a stored frame could not be decoded (corrupt JPEG/PNG bytes)")
+        if img.shape[:2] != tuple(dst_hw):
+            img = cv2.resize(img, (dst_hw[1], dst_hw[0]), interpolation=cv2.INTER_AREA)
+    if out is None:
+        return img
+    out[...] = img
+    return out
 
 
 def resize_image(img: np.ndarray, dst_hw: tuple[int, int]) -> np.ndarray:
@@ -270,6 +285,12 @@ class DecodeClip(grain.transforms.MapWithIndex):
         return ids[0], mask[0]
 
     def map_with_index(self, position: int, element: tuple[int, bytes]) -> dict[str, np.ndarray]:
+        t, (h, w) = self.frames, self.hw
+        return self.decode_into(position, element, np.empty((t, h, w, 3), np.uint8), np.empty((h, w, 3), np.uint8))
+
+    def decode_into(self, position: int, element: tuple[int, bytes], video: np.ndarray,
+                    ref: np.ndarray) -> dict[str, np.ndarray]:
+        """`map_with_index` writing the frames (T, H, W, 3) and the reference (H, W, 3) into given arrays."""
         index, raw = element
         clip = read_clip(raw)
         t = self.frames
@@ -285,17 +306,16 @@ class DecodeClip(grain.transforms.MapWithIndex):
         jpeg = clip.image_format == "jpeg"
         flag = decode_flag(src_hw, self.hw, jpeg)
         raw_hw = src_hw if clip.image_format == "raw" else None
-        video = np.empty((t, *self.hw, 3), np.uint8)
         for i in range(t):
-            video[i] = decode_image(clip.frame(start + i), self.hw, flag, raw_hw, jpeg)
+            decode_image(clip.frame(start + i), self.hw, flag, raw_hw, jpeg, video[i], src_hw)
         # The reference image is usually frame 0: decode it once when the crop starts there. `window`: the frame
         # before the crop (a record that gives its own reference image keeps it).
         if clip.ref_is_frame0 and self.window_reference and start > 0:
-            ref = decode_image(clip.frame(start - 1), self.hw, flag, raw_hw, jpeg)
+            decode_image(clip.frame(start - 1), self.hw, flag, raw_hw, jpeg, ref, src_hw)
         elif clip.ref_is_frame0 and start == 0:
-            ref = video[0].copy()
+            ref[...] = video[0]
         else:
-            ref = decode_image(clip.ref_image, self.hw, flag, raw_hw, jpeg)
+            decode_image(clip.ref_image, self.hw, flag, raw_hw, jpeg, ref, src_hw)
         sl = slice(start, start + t)
         text = clip.caption if not clip.camera_prompt else f"{clip.caption} {clip.camera_prompt}"
         ids, mask = self._tokenize(text)
@@ -332,9 +352,12 @@ class DecodeBatch(grain.transforms.MapWithIndex):
         self.decode, self.batch_size = decode, batch_size
 
     def map_with_index(self, position: int, elements: Sequence[tuple[int, bytes]]) -> dict[str, np.ndarray]:
-        base = position * self.batch_size
-        examples = [self.decode.map_with_index(base + i, e) for i, e in enumerate(elements)]
-        return {k: np.stack([ex[k] for ex in examples]) for k in examples[0]}
+        base, b = position * self.batch_size, len(elements)
+        t, (h, w) = self.decode.frames, self.decode.hw
+        video, ref = np.empty((b, t, h, w, 3), np.uint8), np.empty((b, h, w, 3), np.uint8)  # decoded in place
+        examples = [self.decode.decode_into(base + i, e, video[i], ref[i]) for i, e in enumerate(elements)]
+        out = {k: np.stack([ex[k] for ex in examples]) for k in examples[0] if k not in ("frames", "ref_image")}
+        return {"frames": video, "ref_image": ref, **out}
 
 
 # ---------------------------------------------------------------------------------------------- pipeline

@@ -33,7 +33,7 @@ def loader_rate(cfg, data_dir: str, workers: int, batches: int, warmup: int) -> 
         for _ in range(batches):
             batch = next(it)
             examples += int(batch["frames"].shape[0])
-            batch["frames"].sum(dtype="uint64")  # noqa: B018 (reads every byte once)
+            batch["frames"].max()  # noqa: B018 (reads every byte once; a uint8 max costs the consumer little)
         seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     finally:
         it.close()

@@ -100,6 +100,28 @@ def test_reduced_jpeg_decode_matches_full_decode():
     assert np.abs(fast.astype(int) - full).mean() < 2.0
 
 
+def test_decode_into_a_given_array_equals_a_fresh_decode():
+    """The batch decodes in place (JPEG straight into the batch buffer): same pixels as a fresh decode, for
+    a full-size JPEG, a JPEG of another stored size than the header says, a resized PNG and raw bytes."""
+    rng = np.random.default_rng(1)
+    img = cv2.GaussianBlur(rng.integers(0, 255, (32, 48, 3), np.uint8), (0, 0), 2)
+    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+    png = cv2.imencode(".png", img)[1].tobytes()
+    cases = [(jpg, (32, 48), True, None, (32, 48)),  # decoded straight into `out`
+             (jpg, (16, 24), True, None, (16, 24)),  # the frame is larger than its record says: resized
+             (cv2.resize(img, (24, 16)), (32, 48), True, None, (32, 48)),  # smaller than it says: resized
+             (png, (16, 24), False, None, (32, 48)),
+             (img.tobytes(), (16, 24), False, (32, 48), (32, 48))]
+    for buf, dst, jpeg, raw_hw, stored in cases:
+        buf = cv2.imencode(".jpg", buf)[1].tobytes() if isinstance(buf, np.ndarray) else buf
+        flag = pl.decode_flag(stored, dst, jpeg)
+        fresh = pl.decode_image(buf, dst, flag, raw_hw, jpeg)
+        out = np.full((*dst, 3), 7, np.uint8)
+        got = pl.decode_image(buf, dst, flag, raw_hw, jpeg, out=out, stored_hw=stored)
+        assert got is out
+        np.testing.assert_array_equal(out, fresh)
+
+
 def test_restored_state_yields_exactly_the_next_batches(dataset):
     root, _ = dataset
     cfg = _cfg()
