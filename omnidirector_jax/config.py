@@ -89,7 +89,10 @@ class ModelConfig:
     ffn_dim: int = 0  # wan: MLP width (0: mlp_ratio * hidden_size)
     cross_attn_norm: bool = True  # wan: affine LayerNorm before the cross-attention
     segment_embed: bool = False  # wan: zero-initialised [3, D] embedding of target / reference / grid frames
-    segment_ref_frames: int = 1  # wan: leading clean frames taken as the reference (the other clean ones: grid)
+    segment_ref_frames: int = 1  # leading clean frames taken as the reference (the other clean ones: grid)
+    # mmdit: also add each camera-grid frame's patches (zero-initialised projection) to the tokens of the video
+    # frame it describes, on top of the frame-concatenated layout (see models/mmdit.py).
+    grid_inject: bool = False
     trainable: str = "all"  # all | self_attention (wan: freeze all but self-attention and the new parameters)
 
     @property
@@ -509,6 +512,10 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
                           f"{s.ref_frames}")
     if m.backbone == "mmdit" and (m.trainable != "all" or m.segment_embed):
         raise ConfigError("model.trainable/model.segment_embed: only the wan backbone has them")
+    if m.grid_inject and (m.backbone != "mmdit" or not s.grid or m.segment_ref_frames != s.ref_frames):
+        raise ConfigError("model.grid_inject needs the mmdit backbone, shape.grid true and model.segment_ref_frames "
+                          f"= shape.ref_frames (got {m.backbone}, {s.grid}, {m.segment_ref_frames} vs "
+                          f"{s.ref_frames})")
     if m.single_depth < 0:
         raise ConfigError(f"model.single_depth: must be >= 0, got {m.single_depth}")
     if m.hidden_size % m.num_heads:

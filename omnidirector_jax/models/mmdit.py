@@ -30,6 +30,7 @@ import numpy as np
 from flax import nnx
 
 from omnidirector_jax.config import ModelConfig, ShapeConfig
+from omnidirector_jax.errors import OmniDirectorError
 from omnidirector_jax.models.attention import attention
 from omnidirector_jax.parallel.rules import constrain
 
@@ -296,10 +297,11 @@ class PatchEmbed3D(nnx.Module):
     """3D convolution with kernel = stride = patch: `[B, F, H, W, C] -> [B, N, D]` (frame-major). Written
     as the equivalent reshape + matmul, which XLA:CPU runs faster than a strided conv."""
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, zero_init: bool = False):
         pt, ph, pw = cfg.patch_size
         c, d = cfg.latent_channels, cfg.hidden_size
-        self.proj = Linear((pt, ph, pw, c), (d,), (None, None, None, "patch", "embed"), rngs=rngs, cfg=cfg)
+        self.proj = Linear((pt, ph, pw, c), (d,), (None, None, None, "patch", "embed"), rngs=rngs, cfg=cfg,
+                           zero_init=zero_init)
         self.patch = cfg.patch_size
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -319,6 +321,8 @@ class MMDiT(nnx.Module):
         pt, ph, pw = cfg.patch_size
         self.cfg = cfg
         self.patch_embed = PatchEmbed3D(cfg, rngs=rngs)
+        # model.grid_inject: grid frame i's patches, projected, added to video frame i's tokens (zero at init)
+        self.grid_embed = PatchEmbed3D(cfg, rngs=rngs, zero_init=True) if cfg.grid_inject else None
         self.text_in = Linear((cfg.text_dim,), (d,), ("text_embed", "embed"), **kw)
         self.pooled_in1 = Linear((cfg.text_dim,), (d,), ("text_embed", "embed"), **kw)
         self.pooled_in2 = Linear((d,), (d,), ("embed", "mlp"), **kw)
@@ -343,7 +347,10 @@ class MMDiT(nnx.Module):
         grid = (f // pt, h // ph, w // pw)
         dtype = _dtype(cfg.dtype)
 
-        x = constrain(self.patch_embed(latents.astype(dtype)), (BATCH, LENGTH, EMBED))
+        x = self.patch_embed(latents.astype(dtype))
+        if self.grid_embed is not None:
+            x = x + self._grid_tokens(latents.astype(dtype))
+        x = constrain(x, (BATCH, LENGTH, EMBED))
         c = constrain(self.text_in(text.astype(dtype)), (BATCH, None, EMBED))
         maskf = text_mask.astype(jnp.float32)
         pooled = jnp.sum(text.astype(jnp.float32) * maskf[..., None], 1) / jnp.maximum(maskf.sum(1, keepdims=True), 1)
@@ -363,6 +370,22 @@ class MMDiT(nnx.Module):
         out = self.final_out(frame_modulate(layer_norm(x, cfg.norm_eps), shift, scale))  # [B, N, pt, ph, pw, C]
         out = out.reshape(b, *grid, pt, ph, pw, ch).transpose(0, 1, 4, 2, 5, 3, 6, 7)
         return out.reshape(b, f, h, w, ch).astype(jnp.float32)
+
+    def _grid_tokens(self, latents: jax.Array) -> jax.Array:
+        """`[ref r | grid v | video v]` latents [B, F, H, W, C] -> [B, N, D]: the grid frames' patches through
+        `grid_embed`, placed on the tokens of the video frames they describe (zeros on the other tokens).
+
+        The frame-concatenated layout leaves a video token to find its grid frame by attention across an
+        offset of v frames; this gives it the grid of its own frame and place directly."""
+        b, f, h, w, _ = latents.shape
+        r, pt = self.cfg.segment_ref_frames, self.cfg.patch_size[0]
+        v = (f - r) // 2
+        if f != r + 2 * v or r % pt or v % pt:
+            raise OmniDirectorError(f"model.grid_inject: {f} latent frames are not [ref {r} | grid | video] with "
+                                    f"equal grid and video frames divisible by the temporal patch {pt}")
+        g = self.grid_embed(latents[:, r:r + v])  # [B, v/pt · h' · w', D]
+        lead = (r + v) // pt * (h // self.cfg.patch_size[1]) * (w // self.cfg.patch_size[2])  # ref + grid tokens
+        return jnp.concatenate([jnp.zeros((b, lead, g.shape[-1]), g.dtype), g], axis=1)
 
 
 # --------------------------------------------------------------------------------------- conditioning

@@ -185,3 +185,48 @@ def test_scan_unrolled_and_remat_agree(tiny):
         np.testing.assert_allclose(value, ref[0], rtol=1e-5, err_msg=name)
         for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(ref[1]), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_grid_inject_adds_each_grid_frame_to_its_video_frame():
+    """model.grid_inject: zero at initialisation (the model is the plain one), and with trained weights grid
+    frame i's patches, projected, land on exactly the tokens of video frame i (float64 NumPy reference)."""
+    cfg = dataclasses.replace(SMALL, grid_inject=True, patch_size=(1, 2, 2))
+    gdef, abstract = mmdit.abstract_model(dataclasses.replace(cfg, grid_inject=False))
+    plain = nnx.merge(gdef, mmdit.random_state(abstract, 0.1))  # non-zero heads: the output depends on the input
+    model = mmdit.create_model(cfg)
+    nnx.update(model, nnx.state(plain))  # the same weights, grid_embed as initialised
+    r, v, h, w, c = 1, 3, 4, 6, cfg.latent_channels
+    key = jax.random.key(3)
+    latents = jax.random.normal(key, (2, r + 2 * v, h, w, c))
+    frame_t = jnp.concatenate([jnp.zeros((2, r + v)), jnp.full((2, v), 0.7)], 1)
+    text, mask = jnp.ones((2, cfg.text_len, cfg.text_dim)), jnp.ones((2, cfg.text_len), bool)
+    np.testing.assert_array_equal(model(latents, frame_t, text, mask), plain(latents, frame_t, text, mask))
+
+    kernel = jax.random.normal(jax.random.key(4), model.grid_embed.proj.kernel.value.shape)
+    model.grid_embed.proj.kernel[...] = kernel
+    model.grid_embed.proj.bias[...] = jnp.arange(cfg.hidden_size, dtype=jnp.float32) / 10
+    got = np.asarray(model._grid_tokens(latents), np.float64)
+    lat, k = np.asarray(latents, np.float64), np.asarray(kernel, np.float64)
+    bias = np.arange(cfg.hidden_size) / 10
+    tokens_per_frame = (h // 2) * (w // 2)
+    assert got.shape == (2, (r + 2 * v) * tokens_per_frame, cfg.hidden_size)
+    np.testing.assert_array_equal(got[:, :(r + v) * tokens_per_frame], 0.0)
+    for i in range(v):
+        for y in range(h // 2):
+            for x in range(w // 2):
+                patch = lat[:, r + i, 2 * y:2 * y + 2, 2 * x:2 * x + 2][:, None]  # [B, pt=1, 2, 2, C]
+                want = np.tensordot(patch, k, axes=4) + bias
+                n = (r + v + i) * tokens_per_frame + y * (w // 2) + x
+                np.testing.assert_allclose(got[:, n], want, rtol=1e-5, atol=1e-5)
+    # the grid now changes the prediction; a layout without equal grid and video frames is refused
+    moved = latents.at[:, r:r + v].add(1.0)
+    assert not np.allclose(model(latents, frame_t, text, mask), model(moved, frame_t, text, mask))
+    with pytest.raises(Exception, match="grid_inject"):
+        model(latents[:, :-1], frame_t[:, :-1], text, mask)
+
+
+def test_grid_inject_config_is_checked():
+    with pytest.raises(Exception, match="grid_inject"):
+        load_config(ROOT / "configs" / "tiny_cpu.yaml", ["model.grid_inject=true", "shape.grid=false"])
+    cfg = load_config(ROOT / "configs" / "tiny_cpu.yaml", ["model.grid_inject=true"])
+    assert cfg.model.grid_inject
