@@ -73,6 +73,7 @@ def count_params(cfg: Config) -> int:
     dual = 2 * (lin(d, 6 * d) + lin(d, 3 * d) + lin(d, d) + mlp_p + 2 * m.head_dim)
     single = lin(d, 3 * d) + lin(d, 3 * d) + lin(d, mlp) + lin(d, d) + lin(mlp, d, False) + 2 * m.head_dim
     embed = lin(p, d) + lin(dt, d) + lin(dt, d) + lin(d, d) + lin(m.freq_dim, d) + lin(d, d)
+    embed += lin(p, d) if m.grid_inject else 0
     final = lin(d, 2 * d) + lin(d, p)
     return embed + m.depth * dual + m.single_depth * single + final
 
@@ -95,6 +96,8 @@ def count_flops(cfg: Config, batch: int | None = None) -> FlopCount:
 
     f = {"patch_embed": 0.0, "embed": 0.0, "projections": 0.0, "attention": 0.0, "mlp": 0.0, "modulation": 0.0}
     f["patch_embed"] = mm(b * n, p, d) + mm(b * n, d, p)  # patchify conv + unpatchify head
+    if m.grid_inject:  # the grid frames' patches projected once more onto the video tokens
+        f["patch_embed"] += mm(b * (s.latent_frames // pt) * (lh // ph) * (lw // pw), p, d)
     t_rows = b * frames + b  # per-frame timesteps for visual tokens, one for text
     f["embed"] = mm(b * l_txt, dt, d) + mm(b, dt, d) + mm(b, d, d) + mm(t_rows, m.freq_dim, d) + mm(t_rows, d, d)
     attn = 2 * mm(b * seq, seq, d)  # QK^T and AV, all heads

@@ -48,18 +48,19 @@ def test_hand_count_of_one_dual_block():
 
 
 def test_params_match_the_model():
-    for name in ("tiny_cpu", "base_480p"):
-        cfg = _cfg(name)
+    for name, overrides in (("tiny_cpu", ()), ("base_480p", ()), ("demo_cpu", ("model.grid_inject=true",))):
+        cfg = _cfg(name, *overrides)
         _, abstract = mmdit.abstract_model(cfg.model)
         assert sum(x.size for x in jax.tree.leaves(abstract)) == flops.count_params(cfg)
     assert 1.9e9 < flops.count_params(_cfg("base_480p")) < 2.2e9
     assert 1e7 < flops.count_params(_cfg("bench_cpu")) < 1e8
 
 
-def test_forward_agrees_with_xla_cost_analysis():
+@pytest.mark.parametrize("grid_inject", [False, True])
+def test_forward_agrees_with_xla_cost_analysis(grid_inject):
     """XLA counts the unrolled forward (scan off: a scanned body would be counted once) slightly HIGHER than
     the analytic counter, which leaves out element-wise work (norms, softmax, RoPE, GELU, modulation)."""
-    cfg = _cfg("tiny_cpu", "model.scan_layers=false")
+    cfg = _cfg("tiny_cpu", "model.scan_layers=false", f"model.grid_inject={str(grid_inject).lower()}")
     graphdef, abstract = mmdit.abstract_model(cfg.model)
     batch = mmdit.dummy_batch(cfg.model, cfg.shape, 0)
 
