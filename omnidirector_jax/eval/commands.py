@@ -84,7 +84,9 @@ def eval_command(checkpoint, traj_dir, ablate_grid, steps, upsample, weights, se
 @click.option("--checkpoint", default=None, type=click.Path(),
               help="Model export folder or training work directory (default: the shipped model).")
 @click.option("--count", type=int, default=20, show_default=True, help="Held-out trajectories.")
-@click.option("--frames", type=int, default=17, show_default=True, help="Frames per trajectory.")
+@click.option("--frames", type=int, default=None,
+              help="Frames per trajectory (default: the length of the model's training clips, else 17; a "
+                   "trajectory spans its clip, so this sets the camera speed per frame).")
 @click.option("--steps", type=int, default=None, help="Sampling steps (default: the model's sampler config).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo_command(out_dir, checkpoint, count, frames, steps, seed):

@@ -70,21 +70,41 @@ def _verdict(summary: dict) -> dict:
             "follows": bool(g["RRE"] < b["RRE"] and g["RTE"] < b["RTE"])}
 
 
+def _clip_frames(training: dict, data_dir: str) -> int:
+    """Frames of the model's training clips: its export's record, else its dataset's manifest, else 17."""
+    if "clip_frames" in training:
+        return int(training["clip_frames"])
+    manifest = Path(data_dir) / "manifest.json" if data_dir else None
+    if manifest is not None and manifest.is_file():
+        return int(json.loads(manifest.read_text(encoding="utf-8")).get("num_frames", 17))
+    return 17
+
+
 def run_demo(out_dir: str | Path = "outputs/demo", *, checkpoint: str | None = None, count: int = 20,
-             frames: int = 17, steps: int | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Held-out trajectories -> generate (grid / blanked) -> estimate -> metrics -> report.html + report.json."""
+             frames: int | None = None, steps: int | None = None, seed: int = 0, progress: bool = True
+             ) -> dict[str, Any]:
+    """Held-out trajectories -> generate (grid / blanked) -> estimate -> metrics -> report.html + report.json.
+
+    `frames` defaults to the length of the clips the model was trained on (`training.json` `clip_frames`, else
+    17): the synthetic trajectories span their clip, so the length sets the camera's speed per frame."""
     import dataclasses
 
     from omnidirector_jax.diffusion.generate import load_model, side_by_side
     from omnidirector_jax.eval.closed_loop import evaluate, format_summary, heldout_trajectories, write_trajectory_dir
     from omnidirector_jax.media import plot_curves, write_png, write_video
 
+    start = time.perf_counter()
+    model = load_model(checkpoint)
+    training = {}
+    training_path = Path(model.source) / "training.json"
+    if training_path.is_file():
+        training = json.loads(training_path.read_text(encoding="utf-8"))
+    if frames is None:
+        frames = _clip_frames(training, model.cfg.data.dir)
     if count < 1 or frames < 3:
         raise OmniDirectorError(f"the demo needs at least 1 trajectory of at least 3 frames (got {count}, {frames})")
-    start = time.perf_counter()
     out = Path(out_dir)
     (out / "examples").mkdir(parents=True, exist_ok=True)
-    model = load_model(checkpoint)
     if steps is not None:
         model.cfg.sampler = dataclasses.replace(model.cfg.sampler, steps=steps)
     s = model.cfg.shape
@@ -107,10 +127,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, checkpoint: str | None = N
         examples.append({"name": row["name"], "sheet": str(sheet.relative_to(out)),
                          "video": str(clip.relative_to(out))})
 
-    training = {}
-    training_path = Path(model.source) / "training.json"
-    if training_path.is_file():
-        training = json.loads(training_path.read_text(encoding="utf-8"))
+    if training:
         hist = training.get("loss_history", [])
         if hist:
             plot_curves(out / "loss.png", {"loss": ([h["step"] for h in hist], [h["loss"] for h in hist])},

@@ -67,8 +67,11 @@ def export_run(workdir: str | Path, out_dir: str | Path, *, step: int | None = N
     if metrics.exists():
         rows = {r["step"]: r for r in map(json.loads, metrics.read_text(encoding="utf-8").splitlines()) if r}
         history = [{"step": s, "loss": rows[s]["loss"]} for s in sorted(rows)]
-    return write_export(cfg, params, out_dir, dtype=dtype,
-                        training={"step": step, "source": str(workdir), "loss_history": history})
+    training = {"step": step, "source": str(workdir), "loss_history": history}
+    manifest = Path(cfg.data.dir) / "manifest.json" if cfg.data.dir else None
+    if manifest is not None and manifest.is_file():  # the training clips' length sets their camera speed
+        training["clip_frames"] = int(json.loads(manifest.read_text(encoding="utf-8"))["num_frames"])
+    return write_export(cfg, params, out_dir, dtype=dtype, training=training)
 
 
 def write_export(cfg: Config, params: Any, out_dir: str | Path, *, dtype: str = "float16",

@@ -69,6 +69,14 @@ def test_sigkill_and_resume_equals_uninterrupted_run(dataset, tmp_path):
     assert any(f"steps {k} -> 8" in done.stdout for k in (2, 4, 6)), done.stdout
     assert _losses(killed) == _losses(tmp_path / "full")  # bit for bit (JSON floats round-trip exactly)
 
+    # The export records the training clips' length (9 frames): the demo's default trajectory length.
+    from omnidirector_jax.eval.demo import _clip_frames
+
+    assert main(["export", "--workdir", str(killed), "--out", str(tmp_path / "model")]) == 0
+    training = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert training["step"] == 8 and training["clip_frames"] == 9
+    assert _clip_frames(training, "") == 9 and _clip_frames({}, str(dataset)) == 9 and _clip_frames({}, "") == 17
+
 
 def _free_port() -> int:
     with socket.socket() as s:
