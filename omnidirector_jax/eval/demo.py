@@ -72,12 +72,12 @@ def _verdict(summary: dict) -> dict:
 
 def _clip_frames(training: dict, data_dir: str) -> int:
     """Frames of the model's training clips: its export's record, else its dataset's manifest, else 17."""
+    from omnidirector_jax.train.export import dataset_clip_frames
+
     if "clip_frames" in training:
         return int(training["clip_frames"])
-    manifest = Path(data_dir) / "manifest.json" if data_dir else None
-    if manifest is not None and manifest.is_file():
-        return int(json.loads(manifest.read_text(encoding="utf-8")).get("num_frames", 17))
-    return 17
+    frames = dataset_clip_frames(data_dir)
+    return 17 if frames is None else frames
 
 
 def run_demo(out_dir: str | Path = "outputs/demo", *, checkpoint: str | None = None, count: int = 20,

@@ -68,10 +68,18 @@ def export_run(workdir: str | Path, out_dir: str | Path, *, step: int | None = N
         rows = {r["step"]: r for r in map(json.loads, metrics.read_text(encoding="utf-8").splitlines()) if r}
         history = [{"step": s, "loss": rows[s]["loss"]} for s in sorted(rows)]
     training = {"step": step, "source": str(workdir), "loss_history": history}
-    manifest = Path(cfg.data.dir) / "manifest.json" if cfg.data.dir else None
-    if manifest is not None and manifest.is_file():  # the training clips' length sets their camera speed
-        training["clip_frames"] = int(json.loads(manifest.read_text(encoding="utf-8"))["num_frames"])
+    frames = dataset_clip_frames(cfg.data.dir)
+    if frames is not None:  # the training clips' length sets their camera speed
+        training["clip_frames"] = frames
     return write_export(cfg, params, out_dir, dtype=dtype, training=training)
+
+
+def dataset_clip_frames(data_dir: str | Path | None) -> int | None:
+    """Frames per clip of a dataset folder (its manifest's `num_frames`), None without a readable manifest."""
+    manifest = Path(data_dir) / "manifest.json" if data_dir else None
+    if manifest is None or not manifest.is_file():
+        return None
+    return int(json.loads(manifest.read_text(encoding="utf-8"))["num_frames"])
 
 
 def write_export(cfg: Config, params: Any, out_dir: str | Path, *, dtype: str = "float16",
