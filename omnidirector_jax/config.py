@@ -234,7 +234,9 @@ class DataConfig:
     # The example's reference image: the record's (`first`: its first frame unless the record gives one), or
     # `window`: the frame just before the cropped window (its first frame for a crop at 0), which is what
     # `generate` conditions each window on (the image, then the previous window's last frame).
-    reference: str = "first"  # first | window
+    # `overlap`: the window's own first frame (generate then chains windows that share one frame), so the
+    # reference camera's grid frame is in the input and the rest of the window is that image moved by the grid.
+    reference: str = "first"  # first | window | overlap
 
 
 @dataclass
@@ -493,8 +495,8 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     if cfg.data.workers < 0 or cfg.data.prefetch < 1:
         raise ConfigError(f"data.workers must be >= 0 and data.prefetch >= 1, got {cfg.data.workers}, "
                           f"{cfg.data.prefetch}")
-    if cfg.data.reference not in ("first", "window"):
-        raise ConfigError(f"data.reference: '{cfg.data.reference}' is not first or window")
+    if cfg.data.reference not in ("first", "window", "overlap"):
+        raise ConfigError(f"data.reference: '{cfg.data.reference}' is not first, window or overlap")
     if cfg.train.loss not in ("velocity", "x0"):
         raise ConfigError(f"train.loss: '{cfg.train.loss}' is not velocity or x0")
     if m.residual_var <= 0:

@@ -261,6 +261,7 @@ class DecodeClip(grain.transforms.MapWithIndex):
                  tokenizer: str | None, seed: int, reference: str = "first") -> None:
         self.frames, self.hw, self.text_len, self.seed = frames, (height, width), text_len, seed
         self.window_reference = reference == "window"
+        self.overlap_reference = reference == "overlap"
         self.latent_frames, self.tokenizer_dir = latent_frames, tokenizer
         self._tokenizer: Any = None
         self._token_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -309,10 +310,10 @@ class DecodeClip(grain.transforms.MapWithIndex):
         for i in range(t):
             decode_image(clip.frame(start + i), self.hw, flag, raw_hw, jpeg, video[i], src_hw)
         # The reference image is usually frame 0: decode it once when the crop starts there. `window`: the frame
-        # before the crop (a record that gives its own reference image keeps it).
+        # before the crop, `overlap`: the crop's first frame (a record that gives its own reference image keeps it).
         if clip.ref_is_frame0 and self.window_reference and start > 0:
             decode_image(clip.frame(start - 1), self.hw, flag, raw_hw, jpeg, ref, src_hw)
-        elif clip.ref_is_frame0 and start == 0:
+        elif clip.ref_is_frame0 and (start == 0 or self.overlap_reference):
             ref[...] = video[0]
         else:
             decode_image(clip.ref_image, self.hw, flag, raw_hw, jpeg, ref, src_hw)

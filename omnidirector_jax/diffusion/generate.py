@@ -102,8 +102,10 @@ def generate_video(model: Model, traj: Trajectory, image: np.ndarray, prompt: st
     return generate_batch(model, [job], sampler=sampler, progress=progress)[0]
 
 
-def _windows(n: int, t: int) -> list[tuple[int, int]]:
-    return [(start, min(start + t, n)) for start in range(0, n, t)]
+def _windows(n: int, t: int, overlap: bool = False) -> list[tuple[int, int]]:
+    """Frame ranges of the windows: consecutive, or (`overlap`) each starting at the previous one's last frame."""
+    step = t - 1 if overlap and t > 1 else t
+    return [(start, min(start + t, n)) for start in range(0, max(n - (t - step), 1), step)]
 
 
 def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | None = None,
@@ -122,6 +124,8 @@ def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | No
     cfg = model.cfg
     s = cfg.shape
     t = s.frames
+    # data.reference = overlap: the model was trained with the reference as its window's first frame.
+    overlap = cfg.data.reference == "overlap"
     size = batch_size or len(jobs)
     if size < 1:
         raise OmniDirectorError(f"batch size must be positive, got {size}")
@@ -140,7 +144,7 @@ def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | No
         frame_shot = np.full(n, -1, np.int64)
         for shot, (a, b) in enumerate(small.shots()):
             frame_shot[a:b] = shot
-        prepared.append({"n": n, "grid": grid, "frame_shot": frame_shot, "windows": _windows(n, t),
+        prepared.append({"n": n, "grid": grid, "frame_shot": frame_shot, "windows": _windows(n, t, overlap),
                          "first": _resize(image, s.height, s.width),
                          "out": np.zeros((n, s.height, s.width, 3), np.uint8)})
     tokenizer = load_tokenizer(cfg.data.tokenizer or None)
@@ -167,8 +171,9 @@ def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | No
             a, _ = p["windows"][w]
             pick = np.minimum(np.arange(a, a + t), p["n"] - 1)  # the last window repeats its final frame
             fs = p["frame_shot"]
-            new_shot = w == 0 or fs[a] != fs[a - 1] or fs[a - 1] < 0
-            refs.append(p["first"] if new_shot else p["out"][a - 1])
+            new_shot = w == 0 or fs[a] != fs[a - 1] or fs[a - 1] < 0 or (overlap and fs[a] < 0)
+            refs.append(p["first"] if new_shot else p["out"][a if overlap else a - 1])
+            p["keep"] = int(overlap and not new_shot)  # overlap: frame a is already made, it is the reference
             grids.append(p["grid"][pick])
         pad = size - len(chunk)  # fill the batch with copies of its first job (results dropped)
         rows = list(chunk) + [chunk[0]] * pad
@@ -184,7 +189,8 @@ def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | No
         for row, j in enumerate(chunk):
             p = prepared[j]
             a, b = p["windows"][w]
-            p["out"][a:b] = np.clip((video[row, : b - a] + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+            k = p["keep"]
+            p["out"][a + k:b] = np.clip((video[row, k: b - a] + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:

@@ -72,6 +72,23 @@ def test_batch_contract(dataset):
         assert tok.decode(batch["text_ids"][row][batch["text_mask"][row]]) == text[: L - 1]
 
 
+@pytest.mark.parametrize("reference", ["window", "overlap"])
+def test_window_and_overlap_references(dataset, reference):
+    """window: the frame before the crop (frame 0 for a crop at 0); overlap: the crop's own first frame."""
+    root, clips = dataset
+    batch = next(pl.make_pipeline(_cfg(f"data.reference={reference}"), root, process_index=0, process_count=1,
+                                  workers=0))
+    starts = []
+    for row in range(batch["frames"].shape[0]):
+        clip = clips[int(batch["index"][row])]
+        start = int(round(batch["w2c"][row, 0, 0, 3])) - 100 * int(batch["index"][row])
+        starts.append(start)
+        at = start if reference == "overlap" else max(start - 1, 0)
+        want = cv2.resize(clip.frames[at], (16, 16), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(batch["ref_image"][row], want)
+    assert any(s > 0 for s in starts)  # the batch has crops that do not start at frame 0
+
+
 def test_frame_shots_and_intrinsics():
     np.testing.assert_array_equal(pl.frame_shots([3, 4, 8], 2, 8), [0, -1, -1, 1, 1, 1, -1, 2])
     np.testing.assert_array_equal(pl.frame_shots([0], 0, 3), [-1, 0, 0])

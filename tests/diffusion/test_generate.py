@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from omnidirector_jax.camera.trajectory import Trajectory
 from omnidirector_jax.cli import main
 from omnidirector_jax.data import sample_trajectories as samples
 from omnidirector_jax.diffusion.generate import Job, generate_batch, generate_video, load_model
@@ -42,6 +43,26 @@ def test_generate_windows_cuts_and_one_compilation(export):
     assert result["compilations"] == 1  # three windows, one program
     again = generate_video(model, traj, image, "a room", seed=3)["frames"]
     np.testing.assert_array_equal(again, frames)  # seeded
+
+
+def test_overlap_windows_share_a_frame_and_keep_it(export):
+    """data.reference = overlap: each window starts at the previous one's last frame, which it takes as its
+    reference and does not make again (the first window's frames are those of a one-window run)."""
+    import dataclasses
+
+    path, _ = export
+    model = load_model(path)
+    cfg = model.cfg
+    model = dataclasses.replace(model, cfg=dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                                             reference="overlap")))
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    traj = samples.named("truck", 32, 32, num=12)
+    long = generate_video(model, traj, image, "a room", seed=3)
+    assert long["windows"] == [(0, 5), (4, 9), (8, 12)]
+    assert long["compilations"] == 1
+    first = Trajectory.create(traj.w2c[:5], traj.K[:5], height=32, width=32)
+    short = generate_video(model, first, image, "a room", seed=3, grid_frames=long["grid"][:5])
+    np.testing.assert_array_equal(long["frames"][:5], short["frames"])
 
 
 def test_generate_batch_matches_single_jobs_and_compiles_once(export):
