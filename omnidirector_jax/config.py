@@ -54,6 +54,30 @@ DEFAULT_RULES: dict[str, str | list[str] | None] = {
 
 
 @dataclass(frozen=True)
+class GridConfig:
+    """Room constants of the camera grid (defaults from the design, §3; config section `room`). Each ``*_steps``
+    multiplies the grid spacing g. Training renders the grid with these and every grid the model is later
+    conditioned on (generate, clone, eval, demo) must use the same ones: they travel in the model's config."""
+
+    spacing_steps: float = 10.0  # g = max(spacing_steps · step_med, min_spacing)
+    min_spacing: float = 0.5
+    view_steps: float = 15.0  # v = max(view_steps · g, min_view)
+    min_view: float = 15.0
+    extent_min: float = 10.0  # lattice bound: camera bbox ± max(v, extent_min)
+    floor_steps: float = 3.0  # floor/ceiling at median(cam_y) ± max(floor_steps · g, floor_min)
+    floor_min: float = 2.0
+    support_steps: float = 8.0  # planar support radius max(support_steps · g, support_min)
+    support_min: float = 8.0
+    tunnel_inner_steps: float = 3.5  # r_in = max(3.5 g, 4)
+    tunnel_inner_min: float = 4.0
+    tunnel_width_steps: float = 1.2  # wall band width max(1.2 g, 1)
+    tunnel_width_min: float = 1.0
+    camera_subsample: int = 5  # distances to every n-th camera (and the last one)
+    dolly_view_factor: float = 1.4  # dolly zoom: v ≥ 1.4 × max camera–subject distance
+    cube_edge: float = 0.15  # dolly zoom: cube edge = 0.15 · d_0
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """MMDiT hyper-parameters (frozen: hashable, it is static model structure).
     `hidden_size = num_heads * head_dim`."""
@@ -93,6 +117,11 @@ class ModelConfig:
     # mmdit: also add each camera-grid frame's patches (zero-initialised projection) to the tokens of the video
     # frame it describes, on top of the frame-concatenated layout (see models/mmdit.py).
     grid_inject: bool = False
+    # mmdit, with grid_inject: grid frame 0's patches are also added to the reference tokens. With
+    # `data.reference: overlap` the reference image is seen from grid frame 0's camera, so a video token (its
+    # own grid frame injected) can find where its grid lines sat in the reference by matching grid patterns
+    # in attention, and read the reference content there: camera motion as one attention lookup.
+    grid_inject_ref: bool = False
     trainable: str = "all"  # all | self_attention (wan: freeze all but self-attention and the new parameters)
 
     @property
@@ -274,6 +303,7 @@ class Config:
     bench: BenchConfig = field(default_factory=BenchConfig)
     name: str = ""
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    room: GridConfig = field(default_factory=GridConfig)  # the camera grid's room (design §3)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -518,6 +548,14 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
         raise ConfigError("model.grid_inject needs the mmdit backbone, shape.grid true and model.segment_ref_frames "
                           f"= shape.ref_frames (got {m.backbone}, {s.grid}, {m.segment_ref_frames} vs "
                           f"{s.ref_frames})")
+    if m.grid_inject_ref and (not m.grid_inject or m.segment_ref_frames != m.patch_size[0]):
+        raise ConfigError("model.grid_inject_ref needs model.grid_inject and a reference of one temporal patch "
+                          f"(model.segment_ref_frames {m.segment_ref_frames}, patch {m.patch_size[0]})")
+    room = cfg.room
+    if min(room.spacing_steps, room.min_spacing, room.view_steps, room.min_view, room.floor_min, room.support_min,
+           room.tunnel_inner_min, room.tunnel_width_min) <= 0 or room.camera_subsample < 1:
+        raise ConfigError(f"room: spacing, view, floor, support and tunnel sizes must be positive and "
+                          f"camera_subsample >= 1, got {room}")
     if m.single_depth < 0:
         raise ConfigError(f"model.single_depth: must be >= 0, got {m.single_depth}")
     if m.hidden_size % m.num_heads:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from omnidirector_jax.camera.trajectory import Trajectory
+from omnidirector_jax.config import GridConfig  # noqa: F401  (re-exported: the room constants)
 
 FAMILIES = ("x", "z", "vertical")
 FAMILY_X, FAMILY_Z, FAMILY_VERTICAL = 0, 1, 2
@@ -38,28 +39,6 @@ def default_line_width(width: int) -> float:
     """Line width at full fog: ``max(4, W/320)`` at the model's 832-px width and above (design §3); narrower
     renders scale it down with the image (a 160-px grid gets ~0.8 px, not 4-px bars), drawn ≥ 1 px."""
     return max(4.0 * min(1.0, width / 832.0), width / 320.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class GridConfig:
-    """Room constants (defaults from the design, §3). Each ``*_steps`` multiplies the grid spacing g."""
-
-    spacing_steps: float = 10.0  # g = max(spacing_steps · step_med, min_spacing)
-    min_spacing: float = 0.5
-    view_steps: float = 15.0  # v = max(view_steps · g, min_view)
-    min_view: float = 15.0
-    extent_min: float = 10.0  # lattice bound: camera bbox ± max(v, extent_min)
-    floor_steps: float = 3.0  # floor/ceiling at median(cam_y) ± max(floor_steps · g, floor_min)
-    floor_min: float = 2.0
-    support_steps: float = 8.0  # planar support radius max(support_steps · g, support_min)
-    support_min: float = 8.0
-    tunnel_inner_steps: float = 3.5  # r_in = max(3.5 g, 4)
-    tunnel_inner_min: float = 4.0
-    tunnel_width_steps: float = 1.2  # wall band width max(1.2 g, 1)
-    tunnel_width_min: float = 1.0
-    camera_subsample: int = 5  # distances to every n-th camera (and the last one)
-    dolly_view_factor: float = 1.4  # dolly zoom: v ≥ 1.4 × max camera–subject distance
-    cube_edge: float = 0.15  # dolly zoom: cube edge = 0.15 · d_0
 
 
 @dataclasses.dataclass(frozen=True)

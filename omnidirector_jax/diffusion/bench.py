@@ -79,7 +79,7 @@ def run_sample_bench(config_path: str, overrides: list[str], *, batch: int = 1, 
         return text_fn(frozen, jnp.asarray(ids), jnp.asarray(mask, bool)), jnp.asarray(mask, bool)
 
     (states, mask), _, times["prompt"] = _timed(prompt_stage, repeats=repeats)
-    grid, _, times["grid"] = _timed(lambda: render_grid(traj), repeats=repeats)
+    grid, _, times["grid"] = _timed(lambda: render_grid(traj, grid=model.cfg.room), repeats=repeats)
     encode = jax.jit(model.conditioner.encode)
     frames = jnp.asarray(np.broadcast_to(grid[: s.frames], (batch,) + grid[: s.frames].shape), jnp.float32)
     ref_px = jnp.asarray(np.broadcast_to(image, (batch, 1) + image.shape), jnp.float32)

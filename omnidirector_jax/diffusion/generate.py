@@ -138,7 +138,7 @@ def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | No
                                     f"{image.dtype}")
         small = job.traj.resized(s.height, s.width)
         n = small.num_frames
-        grid = render_grid(small) if job.grid_frames is None else np.asarray(job.grid_frames)
+        grid = render_grid(small, grid=cfg.room) if job.grid_frames is None else np.asarray(job.grid_frames)
         if grid.shape != (n, s.height, s.width, 3):
             raise OmniDirectorError(f"job {i}: grid frames {grid.shape}, expected {(n, s.height, s.width, 3)}")
         frame_shot = np.full(n, -1, np.int64)

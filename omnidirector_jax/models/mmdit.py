@@ -376,7 +376,8 @@ class MMDiT(nnx.Module):
         `grid_embed`, placed on the tokens of the video frames they describe (zeros on the other tokens).
 
         The frame-concatenated layout leaves a video token to find its grid frame by attention across an
-        offset of v frames; this gives it the grid of its own frame and place directly."""
+        offset of v frames; this gives it the grid of its own frame and place directly. `grid_inject_ref` puts
+        grid frame 0's patches on the reference tokens as well (the reference's own camera)."""
         b, f, h, w, _ = latents.shape
         r, pt = self.cfg.segment_ref_frames, self.cfg.patch_size[0]
         v = (f - r) // 2
@@ -384,8 +385,11 @@ class MMDiT(nnx.Module):
             raise OmniDirectorError(f"model.grid_inject: {f} latent frames are not [ref {r} | grid | video] with "
                                     f"equal grid and video frames divisible by the temporal patch {pt}")
         g = self.grid_embed(latents[:, r:r + v])  # [B, v/pt · h' · w', D]
-        lead = (r + v) // pt * (h // self.cfg.patch_size[1]) * (w // self.cfg.patch_size[2])  # ref + grid tokens
-        return jnp.concatenate([jnp.zeros((b, lead, g.shape[-1]), g.dtype), g], axis=1)
+        per_frame = (h // self.cfg.patch_size[1]) * (w // self.cfg.patch_size[2])
+        zeros = jnp.zeros((b, (r + v) // pt * per_frame, g.shape[-1]), g.dtype)  # ref + grid tokens
+        if self.cfg.grid_inject_ref:  # the reference is seen from grid frame 0's camera (r == pt)
+            zeros = zeros.at[:, :per_frame].set(g[:, :per_frame])
+        return jnp.concatenate([zeros, g], axis=1)
 
 
 # --------------------------------------------------------------------------------------- conditioning

@@ -57,7 +57,7 @@ def model_inputs(cfg: Config, conditioner: Conditioner, frozen: dict, batch: Bat
     k_grid, k_recon, k_drop_grid, k_drop_text = jax.random.split(key, 4)
     b = batch["frames"].shape[0]
     grid_px, overflow = render_grids(k_grid, batch["w2c"], batch["K"], batch["frame_shot"], height=s.height,
-                                     width=s.width, c=cfg.conditions, jitter=jitter)
+                                     width=s.width, c=cfg.conditions, jitter=jitter, grid=cfg.room)
     recon = jax.random.uniform(k_recon, (b,)) < t.self_recon_prob
     drop_grid = (jax.random.uniform(k_drop_grid, (b,)) < t.drop_grid_prob) & ~recon
     drop_text = jax.random.uniform(k_drop_text, (b,)) < t.drop_text_prob

@@ -65,6 +65,23 @@ def test_overlap_windows_share_a_frame_and_keep_it(export):
     np.testing.assert_array_equal(long["frames"][:5], short["frames"])
 
 
+def test_generate_draws_the_models_room(export):
+    """The grid a model is conditioned on is drawn with the room it was trained with (its config's `room`)."""
+    import dataclasses
+
+    from omnidirector_jax.camera.render import render_grid
+
+    path, _ = export
+    model = load_model(path)
+    room = dataclasses.replace(model.cfg.room, view_steps=6.0, min_view=6.0, floor_steps=1.5, floor_min=1.0)
+    model = dataclasses.replace(model, cfg=dataclasses.replace(model.cfg, room=room))
+    traj = samples.named("pan", 32, 32, num=5)
+    image = np.zeros((32, 32, 3), np.uint8)
+    got = generate_video(model, traj, image, "a room", seed=0)["grid"]
+    np.testing.assert_array_equal(got, render_grid(traj, grid=room))
+    assert np.abs(got.astype(int) - render_grid(traj).astype(int)).mean() > 1.0  # not the design's room
+
+
 def test_generate_batch_matches_single_jobs_and_compiles_once(export):
     path, _ = export
     model = load_model(path)

@@ -202,7 +202,7 @@ def test_grid_inject_adds_each_grid_frame_to_its_video_frame():
     text, mask = jnp.ones((2, cfg.text_len, cfg.text_dim)), jnp.ones((2, cfg.text_len), bool)
     np.testing.assert_array_equal(model(latents, frame_t, text, mask), plain(latents, frame_t, text, mask))
 
-    kernel = jax.random.normal(jax.random.key(4), model.grid_embed.proj.kernel.value.shape)
+    kernel = jax.random.normal(jax.random.key(4), model.grid_embed.proj.kernel.shape)
     model.grid_embed.proj.kernel[...] = kernel
     model.grid_embed.proj.bias[...] = jnp.arange(cfg.hidden_size, dtype=jnp.float32) / 10
     got = np.asarray(model._grid_tokens(latents), np.float64)
@@ -223,6 +223,26 @@ def test_grid_inject_adds_each_grid_frame_to_its_video_frame():
     assert not np.allclose(model(latents, frame_t, text, mask), model(moved, frame_t, text, mask))
     with pytest.raises(Exception, match="grid_inject"):
         model(latents[:, :-1], frame_t[:, :-1], text, mask)
+
+
+def test_grid_inject_ref_puts_grid_frame_0_on_the_reference_tokens():
+    """model.grid_inject_ref: the reference tokens get grid frame 0's projected patches (the reference camera's
+    grid), the video tokens keep their own frames', the grid tokens none."""
+    cfg = dataclasses.replace(SMALL, grid_inject=True, grid_inject_ref=True, patch_size=(1, 2, 2))
+    model = mmdit.create_model(cfg)
+    model.grid_embed.proj.kernel[...] = jax.random.normal(jax.random.key(4), model.grid_embed.proj.kernel.shape)
+    plain = dataclasses.replace(cfg, grid_inject_ref=False)
+    without = mmdit.create_model(plain)
+    nnx.update(without, nnx.state(model))
+    r, v, h, w = 1, 3, 4, 6
+    latents = jax.random.normal(jax.random.key(3), (2, r + 2 * v, h, w, cfg.latent_channels))
+    got, base = np.asarray(model._grid_tokens(latents)), np.asarray(without._grid_tokens(latents))
+    n = (h // 2) * (w // 2)
+    np.testing.assert_array_equal(got[:, n:], base[:, n:])  # grid and video tokens unchanged
+    np.testing.assert_array_equal(got[:, :n], base[:, (r + v) * n:(r + v + 1) * n])  # = video frame 0's
+    assert np.abs(got[:, :n]).max() > 0
+    with pytest.raises(Exception, match="grid_inject_ref"):
+        load_config(ROOT / "configs" / "tiny_cpu.yaml", ["model.grid_inject_ref=true"])
 
 
 def test_grid_inject_config_is_checked():

@@ -111,6 +111,27 @@ def test_grid_in_step_equals_renderer_and_jitter_moves_it():
     assert 0.6 * np.sqrt(3) < rms < 1.4 * np.sqrt(3), rms
 
 
+def test_step_grid_follows_the_configured_room():
+    """`room` reaches the train step: its grid is the renderer's picture of that room, not the design's."""
+    cfg = small_cfg("conditions.random_colors=false", "room.view_steps=6", "room.min_view=6", "room.floor_min=1.0",
+                    "room.floor_steps=1.5")
+    ex = memory_data.examples(cfg, count=1)
+    w2c, K = ex[0]["w2c"][None], ex[0]["K"][None]
+    shot = np.zeros(w2c.shape[:2], np.int32)
+    s = cfg.shape
+    frames, overflow = conditions.render_grids(jax.random.key(3), w2c, K, shot, height=s.height, width=s.width,
+                                               c=cfg.conditions, jitter=False, grid=cfg.room)
+    assert int(np.asarray(overflow).sum()) == 0
+    got = np.asarray(jax.numpy.round(frames[0] * 255)).astype(int)
+    traj = Trajectory.create(w2c[0].astype(np.float64), height=s.height, width=s.width, K=K[0])
+    assert np.abs(got - render_grid(traj, grid=cfg.room).astype(int)).mean() < 0.05
+    assert np.abs(got - render_grid(traj).astype(int)).mean() > 1.0
+    with pytest.raises(Exception, match="room"):
+        small_cfg("room.view_step=6")  # misspelt key
+    with pytest.raises(Exception, match="room"):
+        small_cfg("room.min_view=0")
+
+
 def test_resume_reproduces_uninterrupted_losses(tmp_path):
     cfg = small_cfg("mesh=fsdp")
     full = loop.train(cfg, tmp_path / "full", data=memory_data.iterator(cfg), progress=False, max_steps=4)
