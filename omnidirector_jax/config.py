@@ -107,7 +107,8 @@ class ModelConfig:
     # d of variance residual_var: r + k(t)·(x_t − (1 − t)·r), k = (1 − t)·v / ((1 − t)²·v + t²) — the
     # reference at pure noise, x_t at t = 0. x0 suits narrow models whose width is below the patch dimension (a
     # velocity carries the input noise, which such a bottleneck cannot pass through); x0_residual also hands a
-    # small model the copy of the reference image that camera motion then moves.
+    # small model the copy of the reference image that camera motion then moves. Its output is scaled by the
+    # posterior std of x0 under that linear model (EDM's c_out, diffusion/flow.py), 0 at t = 0.
     prediction: str = "velocity"  # velocity | x0 | x0_residual
     residual_var: float = 0.5  # x0_residual: mean squared latent difference between a frame and its reference
     ffn_dim: int = 0  # wan: MLP width (0: mlp_ratio * hidden_size)

@@ -230,7 +230,8 @@ def test_x0_prediction_becomes_a_velocity_in_the_loss_and_the_sampler():
     v = cfg.model.residual_var
     skip = r + (1 - t) * v / ((1 - t) ** 2 * v + t ** 2) * (x - (1 - t) * r)  # least-squares x0 from x_t and r
     np.testing.assert_allclose(skip[:, :1], x[:, :1], atol=1e-6)  # t = 0: x_t itself
-    want = (x - out - skip) / np.maximum(t, 0.05)
+    scale = t * np.sqrt(v) / np.sqrt((1 - t) ** 2 * v + t ** 2)  # the posterior std of x0: 0 at t = 0
+    want = (x - skip - scale * out) / np.maximum(t, 0.05)
     np.testing.assert_allclose(np.asarray(flow.model_velocity(residual, latents, frame_t, text, mask)), want,
                                rtol=1e-4, atol=1e-4)  # float32 against float64, divided by t >= 0.05
     with pytest.raises(Exception, match="model.prediction"):
