@@ -75,8 +75,8 @@ def reference_residual_scale(frame_t: jax.Array, residual_var: float, ndim: int)
 def model_velocity(model, latents: jax.Array, frame_t: jax.Array, text: jax.Array, text_mask: jax.Array
                    ) -> jax.Array:
     """The model's velocity at every frame, whatever it predicts (`model.cfg.prediction`: velocity, x0, or
-    x0_residual: `reference_skip` plus the output scaled by `reference_residual_scale`, with input frame 0 — the reference image of the
-    `[ref | grid | x_t]` layout — as the reference)."""
+    x0_residual: `reference_skip` plus the output scaled by `reference_residual_scale`, with input frame 0 —
+    the reference image of the `[ref | grid | x_t]` layout — as the reference)."""
     out = model(latents, frame_t, text, text_mask)
     prediction = getattr(model.cfg, "prediction", "velocity")
     if prediction == "x0_residual":
