@@ -233,6 +233,10 @@ class ConditionConfig:
     render_batch: int = 1  # samples rasterized together (vmap) inside the map over the batch; CPU wants 1
     jitter_rotation_deg: float = 1.0  # pose jitter (std), 0 turns it off
     jitter_translation: float = 0.05  # camera-centre jitter std in units of the grid spacing
+    # Frames between the jitter's noise knots (linear in between): a slow wobble, also in the few frames of a
+    # training window (4 knots spread over a 5-frame window shook its grid ~1.5 px per frame at 64x64, about
+    # as much as the camera moved).
+    jitter_knot_frames: int = 16
     random_colors: bool = True  # random colour per line family (else cyan / magenta / yellow)
 
 
@@ -552,6 +556,8 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     if m.grid_inject_ref and (not m.grid_inject or m.segment_ref_frames != m.patch_size[0]):
         raise ConfigError("model.grid_inject_ref needs model.grid_inject and a reference of one temporal patch "
                           f"(model.segment_ref_frames {m.segment_ref_frames}, patch {m.patch_size[0]})")
+    if c.jitter_knot_frames < 1:
+        raise ConfigError(f"conditions.jitter_knot_frames: must be >= 1, got {c.jitter_knot_frames}")
     room = cfg.room
     if min(room.spacing_steps, room.min_spacing, room.view_steps, room.min_view, room.floor_min, room.support_min,
            room.tunnel_inner_min, room.tunnel_width_min) <= 0 or room.camera_subsample < 1:

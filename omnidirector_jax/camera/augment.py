@@ -19,17 +19,22 @@ def rotation_from_axis_angle(vec: jax.Array) -> jax.Array:
 
 
 def jitter_poses(key: jax.Array, w2c: jax.Array, spacing: jax.Array, *, rotation_deg: float = 1.0,
-                 translation: float = 0.05, knots: int = 4) -> jax.Array:
+                 translation: float = 0.05, knots: int = 4, knot_frames: int | None = None) -> jax.Array:
     """Smoothly perturb a trajectory: w2c (T, 3, 4) → (T, 3, 4).
 
     Noise is drawn at ``knots`` control points and interpolated linearly over the frames, so the camera
     wobbles instead of shaking. Rotation noise has std ``rotation_deg`` (camera frame); camera-centre
     noise has std ``translation · g`` with ``g`` the grid spacing (scalar or per frame), so it scales with
-    the room.
+    the room. ``knot_frames`` (instead of ``knots``): one knot every that many frames, so a short window gets
+    the slow drift of a long clip's wobble, not a shake (its frames sit in the first knot interval).
     """
     num = w2c.shape[0]
     k_rot, k_trans = jax.random.split(key)
-    at = jnp.linspace(0.0, knots - 1.0, num)
+    if knot_frames is not None:
+        knots = (num - 1) // knot_frames + 2
+        at = jnp.arange(num, dtype=jnp.float32) / knot_frames
+    else:
+        at = jnp.linspace(0.0, knots - 1.0, num)
     lo = jnp.clip(jnp.floor(at).astype(jnp.int32), 0, knots - 2) if knots > 1 else jnp.zeros(num, jnp.int32)
     frac = (at - lo)[:, None]
 

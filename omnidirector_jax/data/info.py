@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from omnidirector_jax.config import GridConfig
 from omnidirector_jax.data import records as R
 
 _SHEET_TILES = 8  # frames shown per clip
@@ -52,8 +53,9 @@ def dataset_info(directory: str | Path, verify: bool = False) -> dict:
             "skipped_by_reason": skipped, "ids": list(ds.ids), "config": manifest.get("config", {})}
 
 
-def record_grid(rec: R.ClipRecord, height: int, width: int) -> np.ndarray:
-    """The camera-grid video of a record's poses at (height, width), as the train step would draw it."""
+def record_grid(rec: R.ClipRecord, height: int, width: int, room: GridConfig | None = None) -> np.ndarray:
+    """The camera-grid video of a record's poses at (height, width), as the train step draws it with the room
+    `room` (default: the design's)."""
     from omnidirector_jax.camera.render import render_grid
     from omnidirector_jax.camera.trajectory import Trajectory
 
@@ -61,7 +63,7 @@ def record_grid(rec: R.ClipRecord, height: int, width: int) -> np.ndarray:
     traj = Trajectory.create(rec.w2c.astype(np.float64), rec.K.astype(np.float64), height=rec.frames.shape[1],
                              width=rec.frames.shape[2], fps=float(rec.meta.get("fps", 25.0)), dist=dist,
                              cuts=rec.cuts)
-    return render_grid(traj.resized(height, width))
+    return render_grid(traj.resized(height, width), grid=room or GridConfig())
 
 
 def _label(tile: np.ndarray, text: str) -> None:

@@ -58,7 +58,7 @@ def render_grids(key: jax.Array, w2c: jax.Array, K: jax.Array, frame_shot: jax.A
         k_jitter, k_color = jax.random.split(key)
         if do_jitter:
             w2c = augment.jitter_poses(k_jitter, w2c, room["spacing"][at], rotation_deg=c.jitter_rotation_deg,
-                                       translation=c.jitter_translation)
+                                       translation=c.jitter_translation, knot_frames=c.jitter_knot_frames)
         colors = augment.random_colors(k_color) if c.random_colors else jnp.asarray(DEFAULT_COLORS)
         cameras = {"w2c": w2c, "K": K, "dist": jnp.zeros(shot.shape + (4,), jnp.float32), "shot": shot,
                    "spacing": room["spacing"][at], "view": room["view"][at]}

@@ -301,6 +301,27 @@ def test_augmentation_is_keyed_and_bounded():
     assert cols.shape == (3, 3) and np.allclose(cols.max(1), 1.0) and cols.min() >= 0
 
 
+def test_jitter_knot_frames_keeps_a_short_window_smooth():
+    """knot_frames: a 5-frame window drifts as slowly as a long clip does (its frames lie in the first knot
+    interval); spreading 4 knots over the same window shakes it. Against the noise drawn by hand."""
+    w2c, _ = _batch(1, 5)
+    key = jax.random.key(5)
+
+    def angle_steps(m):  # degrees between consecutive frames' jitter rotations
+        rel = np.asarray(m[:, :, :3]) @ np.swapaxes(np.asarray(w2c[0, :, :, :3]), 1, 2)
+        d = np.swapaxes(rel[:-1], 1, 2) @ rel[1:]
+        return np.degrees(np.arccos(np.clip((np.trace(d, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+
+    slow = jitter_poses(key, w2c[0], jnp.ones(5), translation=0.0, knot_frames=16)
+    ctrl = np.asarray(jax.random.normal(jax.random.split(key)[0], (2, 3)), np.float64)  # 2 knots for 5 frames
+    step = np.deg2rad(1.0) * np.linalg.norm(ctrl[1] - ctrl[0]) / 16  # rotation-vector change per frame
+    np.testing.assert_allclose(angle_steps(slow), np.degrees(step), rtol=0.05, atol=1e-3)
+    shaky = jitter_poses(key, w2c[0], jnp.ones(5), translation=0.0, knots=4)
+    assert angle_steps(shaky).mean() > 3 * angle_steps(slow).mean()
+    long = jitter_poses(key, jnp.tile(w2c[0, :1], (49, 1, 1)), jnp.ones(49), knot_frames=16)
+    assert np.isfinite(np.asarray(long)).all()
+
+
 def test_render_grid_pieces_many_shots_into_few_programs(monkeypatch):
     """Shots of any length render in pieces of ≤ 64 frames with one segment count and one max_segments, so a
     long multi-shot trajectory compiles at most four programs; the frames equal the whole trajectory rendered

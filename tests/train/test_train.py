@@ -92,7 +92,7 @@ def test_grid_in_step_equals_renderer_and_jitter_moves_it():
 
     room = build_scene_jax(w2c[0], shot[0], lattice=c.lattice, max_segments=c.room_segments, max_shots=c.max_shots)
     moved = np.asarray(augment.jitter_poses(k_jitter, w2c[0], room["spacing"][0], rotation_deg=c.jitter_rotation_deg,
-                                            translation=c.jitter_translation))
+                                            translation=c.jitter_translation, knot_frames=c.jitter_knot_frames))
     # The room stays where the clean cameras put it; only the cameras move.
     clean = Trajectory.create(w2c[0].astype(np.float64), height=s.height, width=s.width, K=K[0])
     scene = build_scene(clean)
