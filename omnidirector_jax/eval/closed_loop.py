@@ -116,13 +116,20 @@ def load_trajectory_dir(path: str | Path, *, height: int, width: int) -> list[Ev
 
 
 # ------------------------------------------------------------------------------------------- estimation
+# The classical shot detector's 15-frame minimum shot (made for footage) merges the shots of the short clips the
+# closed loop generates (17 frames, 2–3 shots of 4–8 frames); shots under 3 frames cannot be posed anyway.
+MIN_SHOT_FRAMES = 3
+
+
 def estimate_cameras(frames: np.ndarray, K: np.ndarray, *, fps: float = 25.0, upsample: int = 2,
-                     weights: str | None = None, estimator: str = "vo") -> tuple[Trajectory, dict]:
+                     weights: str | None = None, estimator: str = "vo",
+                     min_shot_frames: int = MIN_SHOT_FRAMES) -> tuple[Trajectory, dict]:
     """Cuts and cameras of a video with known intrinsics: frames (N, H, W, 3) uint8, K (3, 3) or (N, 3, 3)
-    pixels of H×W -> trajectory at H×W (cut frames marked) and the estimator's report."""
+    pixels of H×W -> trajectory at H×W (cut frames marked) and the estimator's report. Without TransNetV2
+    `weights`, cuts come from the classical detector with a `min_shot_frames` minimum shot."""
     frames = np.asarray(frames)
     with _quiet("omnidirector_jax.perception"):
-        return _estimate(frames, K, fps, upsample, weights, estimator)
+        return _estimate(frames, K, fps, upsample, weights, estimator, min_shot_frames)
 
 
 @contextlib.contextmanager
@@ -139,15 +146,16 @@ def _quiet(name: str):
 
 
 def _estimate(frames: np.ndarray, K: np.ndarray, fps: float, upsample: int, weights: str | None,
-              estimator: str) -> tuple[Trajectory, dict]:
+              estimator: str, min_shot_frames: int) -> tuple[Trajectory, dict]:
     import cv2
 
     from omnidirector_jax.perception.pose.base import PoseEstimationError
     from omnidirector_jax.perception.pose_estimators import make_estimator
-    from omnidirector_jax.perception.shots import detect_shots
+    from omnidirector_jax.perception.shots import AdaptiveContentDetector, detect_shots
 
     n, h, w = frames.shape[:3]
-    shots = detect_shots(frames, weights_dir=weights, progress=False)
+    shots = detect_shots(frames, weights_dir=weights, progress=False,
+                         detector=AdaptiveContentDetector(min_shot_length=min_shot_frames))
     cuts = [int(c) for c in shots.cuts]
     K = np.broadcast_to(np.asarray(K, np.float64), (n, 3, 3))  # (3, 3) or one per frame; the first is used
     big = frames

@@ -31,6 +31,19 @@ def test_estimator_on_the_true_world_recovers_the_request(cls):
     assert row["Tem-Pre"] == 1.0
 
 
+def test_cuts_of_short_multi_shot_clips_are_found():
+    """17-frame held-out clips have shots of 4-8 frames: the closed loop's detector (3-frame minimum shot) finds
+    both cuts of a 3-shot clip; the footage default (15 frames) would merge them."""
+    job = cl.heldout_trajectories(2, height=64, width=64, num=17, classes=("multi_shot",))[1]
+    assert len(job.traj.cuts) == 2
+    truth = cl.render_job(job, reference=False)["truth"]
+    truth[list(job.traj.cuts)] = 255  # transition frames, as the sampler writes them
+    est, report = cl.estimate_cameras(truth, job.traj.K, upsample=2)
+    assert cl.score(job.traj, est, report)["Tem-Pre"] == 1.0
+    merged, report = cl.estimate_cameras(truth, job.traj.K, upsample=2, min_shot_frames=15)
+    assert cl.score(job.traj, merged, report)["Tem-Pre"] < 1.0
+
+
 def test_unposed_video_scores_worst_and_cuts_still_count():
     job = cl.heldout_trajectories(1, height=32, width=32, num=9, classes=("dolly",))[0]
     flat = np.full((9, 32, 32, 3), 128, np.uint8)  # nothing to track
