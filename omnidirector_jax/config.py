@@ -123,6 +123,17 @@ class ModelConfig:
     # own grid frame injected) can find where its grid lines sat in the reference by matching grid patterns
     # in attention, and read the reference content there: camera motion as one attention lookup.
     grid_inject_ref: bool = False
+    # mmdit, x0_residual: a small CNN (models/grid_reader.py) reads grid frames 0 and i as a homography (where
+    # frame i's corners lie in the reference), and frame i's x0 is predicted as a correction of the reference
+    # warped by it (its patches are also added to frame i's tokens). Supervised in the train step by the
+    # homography the true cameras induce on a plane `reader_plane_depth` room spacings in front of camera 0
+    # (train.reader_weight). `reader_unshuffle`: the pixel encoder's space-to-depth factor (warps happen on
+    # pixels), 1 for VAE latents.
+    grid_reader: bool = False
+    reader_channels: tuple[int, ...] = (32, 64, 96, 128)
+    reader_hidden: int = 256
+    reader_unshuffle: int = 1
+    reader_plane_depth: float = 3.0
     trainable: str = "all"  # all | self_attention (wan: freeze all but self-attention and the new parameters)
 
     @property
@@ -204,6 +215,7 @@ class TrainConfig:
     self_recon_prob: float = 0.1  # target video replaced by the camera grid (same grid as condition)
     drop_grid_prob: float = 0.1  # grid condition blanked to black (CFG's unconditional branch)
     drop_text_prob: float = 0.1  # text replaced by the empty prompt
+    reader_weight: float = 1.0  # model.grid_reader: weight of its corner loss (normalised image coordinates)
     preview_every: int = 0  # PNG of grids and a generated preview every N steps (0: off)
     preview_steps: int = 8  # sampling steps of the preview
 
@@ -354,6 +366,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
     elif origin is tuple:
         args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis and isinstance(value, (list, tuple)):
+            return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
         if isinstance(value, (list, tuple)) and len(value) == len(args):
             return tuple(_coerce(f"{key}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args, strict=True)))
         raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
@@ -556,6 +570,19 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
     if m.grid_inject_ref and (not m.grid_inject or m.segment_ref_frames != m.patch_size[0]):
         raise ConfigError("model.grid_inject_ref needs model.grid_inject and a reference of one temporal patch "
                           f"(model.segment_ref_frames {m.segment_ref_frames}, patch {m.patch_size[0]})")
+    if m.grid_reader and (not m.grid_inject or m.prediction != "x0_residual" or not m.reader_channels
+                          or m.reader_plane_depth <= 0 or m.reader_unshuffle < 1 or m.reader_hidden < 1
+                          or m.latent_channels % m.reader_unshuffle ** 2):
+        raise ConfigError("model.grid_reader needs model.grid_inject, model.prediction x0_residual, non-empty "
+                          "reader_channels, reader_hidden >= 1, reader_plane_depth > 0 and reader_unshuffle >= 1 "
+                          f"dividing the latent channels (got {m.grid_inject}, {m.prediction}, "
+                          f"{m.reader_channels}, {m.reader_hidden}, {m.reader_plane_depth}, {m.reader_unshuffle})")
+    if m.grid_reader and s.vae_temporal != 1:
+        raise ConfigError(f"model.grid_reader reads one grid frame per video frame: shape.vae_temporal must be 1, "
+                          f"got {s.vae_temporal}")
+    if c.encoder == "pixel" and m.grid_reader and m.reader_unshuffle != s.vae_spatial:
+        raise ConfigError(f"model.reader_unshuffle: the pixel encoder's latents are {s.vae_spatial}x{s.vae_spatial} "
+                          f"pixel blocks, got {m.reader_unshuffle}")
     if c.jitter_knot_frames < 1:
         raise ConfigError(f"conditions.jitter_knot_frames: must be >= 1, got {c.jitter_knot_frames}")
     room = cfg.room

@@ -56,7 +56,7 @@ def reference_skip(latents: jax.Array, reference: jax.Array, frame_t: jax.Array,
                    ) -> jax.Array:
     """Linear least-squares x0 from x_t and a reference r, for x0 = r + d, Var d = v, ε ~ N(0, 1):
     r + k·(x_t − (1 − t)·r) with k = (1 − t)·v / ((1 − t)²·v + t²): r at t = 1, x_t at t = 0.
-    latents [B, F, ...], reference [B, 1, ...], frame_t [B, F] -> float32 like latents."""
+    latents [B, F, ...], reference [B, 1 or F, ...], frame_t [B, F] -> float32 like latents."""
     t = frame_t.astype(jnp.float32).reshape(frame_t.shape + (1,) * (latents.ndim - 2))
     r = reference.astype(jnp.float32)
     k = (1 - t) * residual_var / ((1 - t) ** 2 * residual_var + t ** 2)
@@ -76,13 +76,26 @@ def model_velocity(model, latents: jax.Array, frame_t: jax.Array, text: jax.Arra
                    ) -> jax.Array:
     """The model's velocity at every frame, whatever it predicts (`model.cfg.prediction`: velocity, x0, or
     x0_residual: `reference_skip` plus the output scaled by `reference_residual_scale`, with input frame 0 —
-    the reference image of the `[ref | grid | x_t]` layout — as the reference)."""
-    out = model(latents, frame_t, text, text_mask)
+    the reference image of the `[ref | grid | x_t]` layout — as the reference, or with a grid reader, the
+    reference warped to each video frame)."""
+    return model_prediction(model, latents, frame_t, text, text_mask)[0]
+
+
+def model_prediction(model, latents: jax.Array, frame_t: jax.Array, text: jax.Array, text_mask: jax.Array
+                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """:func:`model_velocity` and the model's auxiliary outputs (the grid reader's `corners` and `base`)."""
+    forward = getattr(model, "forward", None)
+    out, aux = forward(latents, frame_t, text, text_mask) if forward else (model(latents, frame_t, text, text_mask), {})
     prediction = getattr(model.cfg, "prediction", "velocity")
     if prediction == "x0_residual":
         v = model.cfg.residual_var
-        out = (reference_skip(latents, latents[:, :1], frame_t, v)
+        reference = latents[:, :1]
+        if "base" in aux:  # condition frames keep frame 0 (no loss there); video frames their warped reference
+            n_video = aux["base"].shape[1]
+            reference = jnp.concatenate([jnp.broadcast_to(reference, (latents.shape[0], latents.shape[1] - n_video)
+                                                          + latents.shape[2:]).astype(jnp.float32), aux["base"]], 1)
+        out = (reference_skip(latents, reference, frame_t, v)
                + reference_residual_scale(frame_t, v, latents.ndim) * out.astype(jnp.float32))
     if prediction in ("x0", "x0_residual"):
-        return velocity_from_x0(latents, out, frame_t)
-    return out
+        return velocity_from_x0(latents, out, frame_t), aux
+    return out, aux

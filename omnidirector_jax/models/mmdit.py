@@ -32,6 +32,7 @@ from flax import nnx
 from omnidirector_jax.config import ModelConfig, ShapeConfig
 from omnidirector_jax.errors import OmniDirectorError
 from omnidirector_jax.models.attention import attention
+from omnidirector_jax.models.grid_reader import GridReader, unshuffle, warp_reference
 from omnidirector_jax.parallel.rules import constrain
 
 Names = tuple[str | None, ...]
@@ -323,6 +324,11 @@ class MMDiT(nnx.Module):
         self.patch_embed = PatchEmbed3D(cfg, rngs=rngs)
         # model.grid_inject: grid frame i's patches, projected, added to video frame i's tokens (zero at init)
         self.grid_embed = PatchEmbed3D(cfg, rngs=rngs, zero_init=True) if cfg.grid_inject else None
+        # model.grid_reader: the grid's homographies, and the warped reference's patches on the video tokens
+        s = cfg.reader_unshuffle
+        self.grid_reader = (GridReader(cfg.latent_channels // (s * s), cfg.reader_channels, cfg.reader_hidden,
+                                       rngs=rngs, param_dtype=_dtype(cfg.param_dtype)) if cfg.grid_reader else None)
+        self.base_embed = PatchEmbed3D(cfg, rngs=rngs, zero_init=True) if cfg.grid_reader else None
         self.text_in = Linear((cfg.text_dim,), (d,), ("text_embed", "embed"), **kw)
         self.pooled_in1 = Linear((cfg.text_dim,), (d,), ("text_embed", "embed"), **kw)
         self.pooled_in2 = Linear((d,), (d,), ("embed", "mlp"), **kw)
@@ -341,6 +347,13 @@ class MMDiT(nnx.Module):
     def __call__(self, latents: jax.Array, frame_t: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
         """latents [B, F, H, W, C] (`[ref | grid | noisy video]` along F), frame_t [B, F] (0 on conditions),
         text [B, L, Dt], text_mask [B, L] bool (right-padded) -> velocity [B, F, H, W, C] (float32)."""
+        return self.forward(latents, frame_t, text, text_mask)[0]
+
+    def forward(self, latents: jax.Array, frame_t: jax.Array, text: jax.Array, text_mask: jax.Array
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """As :meth:`__call__`, with what the grid reader found (empty without one): `corners [B, V, 4, 2]`
+        (where each video frame's corners lie in the reference) and `base [B, V, H, W, C]` (the reference
+        latents warped to each video frame, float32)."""
         cfg = self.cfg
         b, f, h, w, ch = latents.shape
         pt, ph, pw = cfg.patch_size
@@ -350,6 +363,11 @@ class MMDiT(nnx.Module):
         x = self.patch_embed(latents.astype(dtype))
         if self.grid_embed is not None:
             x = x + self._grid_tokens(latents.astype(dtype))
+        aux: dict[str, jax.Array] = {}
+        if self.grid_reader is not None:
+            aux = self.read_grid(latents)
+            base_tokens = self.base_embed(aux["base"].astype(dtype))
+            x = x.at[:, x.shape[1] - base_tokens.shape[1]:].add(base_tokens)
         x = constrain(x, (BATCH, LENGTH, EMBED))
         c = constrain(self.text_in(text.astype(dtype)), (BATCH, None, EMBED))
         maskf = text_mask.astype(jnp.float32)
@@ -369,7 +387,17 @@ class MMDiT(nnx.Module):
         shift, scale = _mod(self.final_mod, x_cond)
         out = self.final_out(frame_modulate(layer_norm(x, cfg.norm_eps), shift, scale))  # [B, N, pt, ph, pw, C]
         out = out.reshape(b, *grid, pt, ph, pw, ch).transpose(0, 1, 4, 2, 5, 3, 6, 7)
-        return out.reshape(b, f, h, w, ch).astype(jnp.float32)
+        return out.reshape(b, f, h, w, ch).astype(jnp.float32), aux
+
+    def read_grid(self, latents: jax.Array) -> dict[str, jax.Array]:
+        """`[ref r | grid v | video v]` latents -> corners [B, v, 4, 2] read from grid frames (0, i), and the
+        reference (frame 0) warped by them, base [B, v, H, W, C] float32."""
+        r = self.cfg.segment_ref_frames
+        v = (latents.shape[1] - r) // 2
+        s = self.cfg.reader_unshuffle
+        grid = unshuffle(latents[:, r:r + v].astype(jnp.float32), s)
+        corners = self.grid_reader(grid[:, 0], grid)
+        return {"corners": corners, "base": warp_reference(latents[:, 0].astype(jnp.float32), corners, s)}
 
     def _grid_tokens(self, latents: jax.Array) -> jax.Array:
         """`[ref r | grid v | video v]` latents [B, F, H, W, C] -> [B, N, D]: the grid frames' patches through

@@ -37,13 +37,14 @@ def raster_config(c: ConditionConfig) -> raster.RasterConfig:
 
 
 def render_grids(key: jax.Array, w2c: jax.Array, K: jax.Array, frame_shot: jax.Array, *, height: int, width: int,
-                 c: ConditionConfig, jitter: bool = True, grid: GridConfig = GridConfig()
-                 ) -> tuple[jax.Array, jax.Array]:
+                 c: ConditionConfig, jitter: bool = True, grid: GridConfig = GridConfig(),
+                 with_spacing: bool = False) -> tuple[jax.Array, ...]:
     """Camera grids of a batch of clips, rendered on device.
 
     w2c [B, T, 3, 4], K [B, T, 3, 3] (pixels of H×W), frame_shot [B, T] int32 (−1 on cut frames) ->
     frames [B, T, H, W, 3] float32 in [0, 1] (cut frames white), overflow [B] int32 (segments or pixels that
-    did not fit the static budgets; 0 when every frame is exact).
+    did not fit the static budgets; 0 when every frame is exact); `with_spacing`: also the room spacing of
+    frame 0's shot [B] (world units).
     """
     rcfg = raster_config(c)
     do_jitter = jitter and (c.jitter_rotation_deg > 0 or c.jitter_translation > 0)
@@ -63,10 +64,11 @@ def render_grids(key: jax.Array, w2c: jax.Array, K: jax.Array, frame_shot: jax.A
         cameras = {"w2c": w2c, "K": K, "dist": jnp.zeros(shot.shape + (4,), jnp.float32), "shot": shot,
                    "spacing": room["spacing"][at], "view": room["view"][at]}
         frames, overflow = raster.render_frames(room, cameras, colors, height=height, width=width, cfg=rcfg)
-        return frames, overflow.sum() + room_overflow
+        return frames, overflow.sum() + room_overflow, room["spacing"][at[0]]
 
     keys = jax.random.split(key, w2c.shape[0])
-    return jax.lax.map(one, (keys, w2c, K, frame_shot), batch_size=c.render_batch)
+    frames, overflow, spacing = jax.lax.map(one, (keys, w2c, K, frame_shot), batch_size=c.render_batch)
+    return (frames, overflow, spacing) if with_spacing else (frames, overflow)
 
 
 # ------------------------------------------------------------------------------------------------ encoders

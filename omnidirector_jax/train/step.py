@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding
 
 from omnidirector_jax.config import Config
 from omnidirector_jax.diffusion import flow
+from omnidirector_jax.models import grid_reader
 from omnidirector_jax.models.mmdit import assemble_inputs
 from omnidirector_jax.parallel import rules as rules_lib
 from omnidirector_jax.train.conditions import Conditioner, render_grids
@@ -56,8 +57,9 @@ def model_inputs(cfg: Config, conditioner: Conditioner, frozen: dict, batch: Bat
     t, s = cfg.train, cfg.shape
     k_grid, k_recon, k_drop_grid, k_drop_text = jax.random.split(key, 4)
     b = batch["frames"].shape[0]
-    grid_px, overflow = render_grids(k_grid, batch["w2c"], batch["K"], batch["frame_shot"], height=s.height,
-                                     width=s.width, c=cfg.conditions, jitter=jitter, grid=cfg.room)
+    grid_px, overflow, spacing = render_grids(k_grid, batch["w2c"], batch["K"], batch["frame_shot"],
+                                              height=s.height, width=s.width, c=cfg.conditions, jitter=jitter,
+                                              grid=cfg.room, with_spacing=True)
     recon = jax.random.uniform(k_recon, (b,)) < t.self_recon_prob
     drop_grid = (jax.random.uniform(k_drop_grid, (b,)) < t.drop_grid_prob) & ~recon
     drop_text = jax.random.uniform(k_drop_text, (b,)) < t.drop_text_prob
@@ -73,9 +75,31 @@ def model_inputs(cfg: Config, conditioner: Conditioner, frozen: dict, batch: Bat
     mask = _choose(drop_text, jnp.broadcast_to(frozen["empty_mask"], batch["text_mask"].shape),
                    batch["text_mask"].astype(bool))
     text = conditioner.text(frozen, ids, mask)
-    return {"ref": ref_lat, "grid": grid_cond if s.grid else None, "target": target, "text": text,
-            "text_mask": mask, "recon": recon, "drop_grid": drop_grid, "drop_text": drop_text,
-            "grid_frames": grid_px, "overflow": overflow}
+    out = {"ref": ref_lat, "grid": grid_cond if s.grid else None, "target": target, "text": text,
+           "text_mask": mask, "recon": recon, "drop_grid": drop_grid, "drop_text": drop_text,
+           "grid_frames": grid_px, "overflow": overflow}
+    if cfg.model.grid_reader:
+        out.update(reader_targets(cfg, batch, spacing, drop_grid))
+    return out
+
+
+def reader_targets(cfg: Config, batch: Batch, spacing: jax.Array, drop_grid: jax.Array) -> dict[str, jax.Array]:
+    """What the grid reader should read (design of models/grid_reader.py): for every video frame, where its
+    corners lie in frame 0 for the plane `model.reader_plane_depth` room spacings ahead of the clean camera 0;
+    an unmoved frame where the grid was blanked (a black grid shows no motion). Frames of another shot than
+    frame 0, or cut frames, carry no target (weight 0).
+
+    Returns reader_corners [B, T, 4, 2], reader_weight [B, T] float32."""
+    s = cfg.shape
+    corners = jax.vmap(lambda w2c, K, sp: grid_reader.plane_corners(
+        w2c, K, sp, cfg.model.reader_plane_depth, height=s.height, width=s.width))(
+        batch["w2c"].astype(jnp.float32), batch["K"].astype(jnp.float32), spacing)
+    still = jnp.broadcast_to(jnp.asarray(grid_reader.CORNERS, jnp.float32), corners.shape)
+    corners = _choose(drop_grid, still, corners)
+    shot = batch["frame_shot"]
+    same = (shot == shot[:, :1]) & (shot[:, :1] >= 0) & jnp.isfinite(batch["w2c"]).all(axis=(2, 3))
+    weight = jnp.where(drop_grid[:, None], True, same).astype(jnp.float32)
+    return {"reader_corners": jnp.nan_to_num(corners), "reader_weight": weight}
 
 
 def flow_loss(model: nnx.Module, inputs: dict[str, jax.Array], key: jax.Array, cfg: Config
@@ -88,7 +112,7 @@ def flow_loss(model: nnx.Module, inputs: dict[str, jax.Array], key: jax.Array, c
     t = flow.sample_timesteps(k_t, b, mean=t_cfg.logit_mean, std=t_cfg.logit_std, shift=t_cfg.timestep_shift)
     noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
     latents, frame_t, _ = assemble_inputs(inputs["ref"], inputs["grid"], flow.interpolate(x0, noise, t), t)
-    pred = flow.model_velocity(model, latents, frame_t, inputs["text"], inputs["text_mask"])
+    pred, aux = flow.model_prediction(model, latents, frame_t, inputs["text"], inputs["text_mask"])
     err = jnp.square(pred[:, -x0.shape[1]:] - flow.velocity_target(x0, noise))
     if t_cfg.loss == "x0":  # |x0_hat - x0|² = t² |v_hat - v|² with x0_hat = x_t - t·v_hat
         err = err * jnp.square(t).reshape(b, 1, 1, 1, 1)
@@ -100,7 +124,14 @@ def flow_loss(model: nnx.Module, inputs: dict[str, jax.Array], key: jax.Array, c
 
     metrics = {"loss_video": masked_mean(1.0 - recon), "loss_recon": masked_mean(recon),
                "recon_share": recon.mean(), "t_mean": t.mean()}
-    return per_sample.mean(), metrics
+    loss = per_sample.mean()
+    if "corners" in aux:  # the grid reader's corners, in normalised image coordinates
+        w = inputs["reader_weight"]
+        corner_err = jnp.square(aux["corners"] - inputs["reader_corners"]).sum(axis=(2, 3))  # [B, T]
+        reader_loss = jnp.sum(corner_err * w) / jnp.maximum(w.sum(), 1.0)
+        metrics["loss_reader"] = reader_loss
+        loss = loss + t_cfg.reader_weight * reader_loss
+    return loss, metrics
 
 
 def _ema(decay: float, ema: Any, params: Any) -> Any:
