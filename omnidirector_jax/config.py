@@ -298,7 +298,7 @@ class SamplerConfig:
     """Inference (design §6): rectified-flow solver on a shifted time grid and the guidance of the denoiser."""
 
     steps: int = 50
-    solver: str = "euler"  # euler | heun (2nd order, two model calls per step)
+    solver: str = "euler"  # euler | heun (2nd order, two model calls per step) | renoise (diffusion/sampler.py)
     shift: float = 3.0  # SD3 time shift of the grid (1: uniform)
     guidance: str = "adaptive"  # none | plain | adaptive
     grid_scale: float = 5.0  # plain: the one scale; adaptive: scale of the grid on high-noise steps
@@ -612,10 +612,11 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
             if axis not in MESH_AXES:
                 raise ConfigError(f"mesh.rules.{logical}: '{axis}' is not a mesh axis ({', '.join(MESH_AXES)})")
     sp = cfg.sampler
-    if sp.steps <= 0 or sp.shift <= 0 or sp.solver not in ("euler", "heun") or \
+    if sp.steps <= 0 or sp.shift <= 0 or sp.solver not in ("euler", "heun", "renoise") or \
             sp.guidance not in ("none", "plain", "adaptive") or not 0.0 <= sp.switch_t <= 1.0:
-        raise ConfigError(f"sampler: needs steps > 0, shift > 0, solver euler|heun, guidance none|plain|adaptive and "
-                          f"0 <= switch_t <= 1; got {sp.steps}, {sp.shift}, {sp.solver}, {sp.guidance}, {sp.switch_t}")
+        raise ConfigError(f"sampler: needs steps > 0, shift > 0, solver euler|heun|renoise, guidance "
+                          f"none|plain|adaptive and 0 <= switch_t <= 1; got {sp.steps}, {sp.shift}, {sp.solver}, "
+                          f"{sp.guidance}, {sp.switch_t}")
     if num_devices is None:
         return
     sizes = resolve_mesh(cfg.mesh, num_devices)

@@ -3,8 +3,10 @@
 The model sees `[ref | grid | x_t]` along frames with the condition frames at `t = 0`, exactly as in training;
 the loop integrates the predicted velocity from `t = 1` (noise) to `t = 0` (data) on the SD3-shifted time grid
 (`flow.time_grid`). Solvers: Euler (one evaluation per step) and Heun (two: Euler predictor, trapezoidal
-corrector; second order). Guidance (`diffusion/cfg.py`) puts the conditional and unconditional halves in one
-model call per evaluation.
+corrector; second order) and `renoise` (one: jump to the x0 estimate, then noise it afresh to the next time, as
+the forward process would: the state stays on the training marginals, so a model whose one-step estimates are
+good but whose velocity field drifts off them along an ODE path still lands on data). Guidance
+(`diffusion/cfg.py`) puts the conditional and unconditional halves in one model call per evaluation.
 
     sampler = Sampler(model_apply(graphdef), cfg.sampler, mesh=mesh, rules=cfg.mesh.rules)
     x0 = sampler(params, cond, shared, noise)      # compiled once per shape, params are jit arguments
@@ -27,7 +29,7 @@ from omnidirector_jax.diffusion.cfg import Apply, Guidance, guided_velocity
 from omnidirector_jax.errors import OmniDirectorError
 from omnidirector_jax.parallel import rules as rules_lib
 
-SOLVERS = ("euler", "heun")
+SOLVERS = ("euler", "heun", "renoise")
 Velocity = Callable[[jax.Array, jax.Array], jax.Array]  # (x [B, ...] float32, t scalar) -> dx/dt like x
 
 
@@ -36,15 +38,23 @@ def integrate(velocity: Velocity, x1: jax.Array, times: jax.Array, solver: str =
 
     x1 [B, ...] (any float dtype; the state is float32, recast after every step), times [N + 1] float32 ->
     x at `times[-1]`, float32. Heun evaluates the corrector at `times[i + 1]` on every step, the last
-    (`t = 0`) included: a rectified-flow velocity is finite there, so the method stays second order."""
+    (`t = 0`) included: a rectified-flow velocity is finite there, so the method stays second order. Renoise
+    draws its fresh noise from a key per row taken from the bits of that row's `x1`, so a row's result depends
+    on its own starting noise only (not on the batch it shares)."""
     if solver not in SOLVERS:
         raise OmniDirectorError(f"solver '{solver}' is not one of {', '.join(SOLVERS)}")
     times = times.astype(jnp.float32)
+    flat = x1.reshape(x1.shape[0], -1).astype(jnp.float32)
+    row_keys = jax.vmap(lambda row: jax.random.key(jax.lax.bitcast_convert_type(row[0], jnp.uint32)))(flat)
 
     def body(i, x):
         t0, t1 = times[i], times[i + 1]
         dt = t1 - t0
         v0 = velocity(x, t0)
+        if solver == "renoise":  # x0 estimate x − t0·v, then the forward process to t1 with fresh noise
+            fresh = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:], jnp.float32))(
+                row_keys)
+            return ((1 - t1) * (x - t0 * v0) + t1 * fresh).astype(jnp.float32)
         if solver == "euler":
             return (x + dt * v0).astype(jnp.float32)
         v1 = velocity((x + dt * v0).astype(jnp.float32), t1)

@@ -107,13 +107,17 @@ class AdaptiveContentDetector:
     ``content``: mean absolute change of hue (circular), saturation and value, 0–255 scale, between frames
     t and t+1. ``ratio``: content divided by the mean content of the ``window`` frame pairs on each side.
     A cut needs ``ratio ≥ adaptive_threshold`` and ``content ≥ min_content``; cuts closer than
-    ``min_shot_length`` frames to a stronger one are dropped.
+    ``min_shot_length`` frames to a stronger one are dropped. ``gap``: pairs this close to the pair itself are
+    left out of its neighbours, so the two edges of a one-frame transition (gap 1: a white cut frame, as
+    generated videos and camera grids mark cuts) do not hide each other; the neighbours then lie ``gap + 1``
+    to ``gap + window`` pairs away.
     """
 
     adaptive_threshold: float = 3.0
     min_content: float = 15.0
     window: int = 2
     min_shot_length: int = 15
+    gap: int = 0
 
     @staticmethod
     def content_scores(frames: np.ndarray) -> np.ndarray:
@@ -134,10 +138,11 @@ class AdaptiveContentDetector:
         """
         content = self.content_scores(frames)
         n = len(content)
-        padded = np.pad(content, self.window, mode="constant")
-        counts = np.pad(np.ones(n), self.window, mode="constant")
-        kernel = np.ones(2 * self.window + 1)
-        kernel[self.window] = 0.0  # the neighbours only, not the pair itself
+        reach = self.window + self.gap
+        padded = np.pad(content, reach, mode="constant")
+        counts = np.pad(np.ones(n), reach, mode="constant")
+        kernel = np.ones(2 * reach + 1)
+        kernel[self.window:self.window + 2 * self.gap + 1] = 0.0  # the neighbours only, not the pair (± gap)
         local = np.convolve(padded, kernel, "valid") / np.maximum(np.convolve(counts, kernel, "valid"), 1.0)
         ratio = content / np.maximum(local, 1e-3)
         # Both conditions as one score: s ≥ 1 iff ratio and content both pass; s / (1 + s) puts that at 0.5.

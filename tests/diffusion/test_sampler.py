@@ -136,6 +136,23 @@ def test_heun_evaluates_at_both_ends_of_each_step_and_switches_by_evaluation_tim
     assert [float(c[2][-1]) for c in calls] == [BLACK, GRID, GRID, GRID]
 
 
+def test_renoise_jumps_to_the_x0_estimate_and_noises_it_to_the_next_time():
+    """renoise: x_next = (1 − t1)·(x − t0·v) + t1·ε (fresh ε per row and step); the last step (t1 = 0) returns
+    the x0 estimate; a row's result depends on its own starting noise only."""
+    x1 = jax.random.normal(jax.random.key(0), (3, 4, 5))
+    target = jnp.full((4, 5), 0.25)
+    velocity = lambda x, t: (x - target) / jnp.maximum(t, 1e-3)  # noqa: E731  (an exact x0 = target field)
+    times = jnp.array([1.0, 0.6, 0.2, 0.0])
+    out = integrate(velocity, x1, times, "renoise")
+    np.testing.assert_allclose(np.asarray(out), np.broadcast_to(np.asarray(target), x1.shape), atol=1e-5)
+    one_step = integrate(velocity, x1, times[:2], "renoise")  # stops at 0.6: 0.4·target + 0.6·fresh noise
+    fresh = (np.asarray(one_step) - 0.4 * 0.25) / 0.6
+    assert 0.7 < fresh.std() < 1.3 and np.abs(fresh - np.asarray(x1)).mean() > 0.5  # new noise, not x1's
+    alone = integrate(velocity, x1[1:2], times[:2], "renoise")
+    np.testing.assert_array_equal(np.asarray(alone[0]), np.asarray(one_step[1]))
+    np.testing.assert_array_equal(np.asarray(integrate(velocity, x1, times[:2], "renoise")), np.asarray(one_step))
+
+
 def test_bad_settings_are_one_clear_error():
     with pytest.raises(OmniDirectorError, match="guidance mode"):
         Guidance("loud")

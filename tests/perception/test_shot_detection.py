@@ -72,6 +72,24 @@ def test_fallback_minimum_shot_length_keeps_the_stronger_cut():
     assert hot[0] == 49 and len(hot) > 1 and set(hot[1:]) <= {54, 55}  # the flash reads as a cut too
 
 
+def test_gap_finds_a_white_cut_frame_between_busy_shots():
+    """A cut marked by one white frame between shots that change a lot every frame: its two edges sit in each
+    other's neighbourhood and hide each other (gap 0); gap 1 leaves them out and finds the cut."""
+    rng = np.random.default_rng(5)
+    base = rng.integers(40, 120, (2, 1, 32, 32, 3))
+    frames = np.concatenate([base[0].repeat(8, 0), base[1].repeat(9, 0)])  # shots of 8 and 9 frames
+    frames = np.clip(frames + rng.integers(-12, 12, frames.shape), 0, 255).astype(np.uint8)  # busy: noise each frame
+    frames[8] = 255
+    plain, info = AdaptiveContentDetector(min_shot_length=3).probabilities(frames)
+    assert not (plain > 0.5).any() and info["ratio"][7] < 3.0
+    probs, _ = AdaptiveContentDetector(min_shot_length=3, gap=1).probabilities(frames)
+    assert np.flatnonzero(probs > 0.5).tolist() in ([7], [8])
+    # gap 0 is the detector as it was: the neighbourhood of pair t is pairs t-2..t+2 without t
+    content = AdaptiveContentDetector.content_scores(frames)
+    want = content[7] / np.mean(content[[5, 6, 8, 9]])
+    np.testing.assert_allclose(info["ratio"][7], want, rtol=1e-5)
+
+
 @pytest.mark.parametrize(("hot", "shots"), [
     ([0, 0, 1, 0, 0], [[0, 2], [3, 4]]),
     ([0, 1, 1, 1, 0, 0], [[0, 1], [4, 5]]),  # frames 2-3 of a gradual transition belong to no shot
