@@ -19,6 +19,7 @@ import dataclasses
 import time
 
 from omnidirector_jax.config import Config
+from omnidirector_jax.models.grid_reader import GridReader
 
 # Dense bf16 peak TFLOP/s per chip (vendor figures, no sparsity).
 PEAK_TFLOPS_BF16: dict[str, float] = {
@@ -74,6 +75,10 @@ def count_params(cfg: Config) -> int:
     single = lin(d, 3 * d) + lin(d, 3 * d) + lin(d, mlp) + lin(d, d) + lin(mlp, d, False) + 2 * m.head_dim
     embed = lin(p, d) + lin(dt, d) + lin(dt, d) + lin(d, d) + lin(m.freq_dim, d) + lin(d, d)
     embed += lin(p, d) if m.grid_inject else 0
+    if m.grid_reader:  # convs, fc, bias-free head, and the warped reference's patch projection
+        chans = (2 * m.latent_channels // m.reader_unshuffle ** 2,) + tuple(m.reader_channels)
+        embed += sum(9 * a * b + b for a, b in zip(chans[:-1], chans[1:], strict=True))
+        embed += lin(GridReader.POOL ** 2 * chans[-1], m.reader_hidden) + m.reader_hidden * 8 + lin(p, d)
     final = lin(d, 2 * d) + lin(d, p)
     return embed + m.depth * dual + m.single_depth * single + final
 
@@ -97,6 +102,14 @@ def count_flops(cfg: Config, batch: int | None = None) -> FlopCount:
     f = {"patch_embed": 0.0, "embed": 0.0, "projections": 0.0, "attention": 0.0, "mlp": 0.0, "modulation": 0.0}
     f["patch_embed"] = mm(b * n, p, d) + mm(b * n, d, p)  # patchify conv + unpatchify head
     if m.grid_inject:  # the grid frames' patches projected once more onto the video tokens
+        f["patch_embed"] += mm(b * (s.latent_frames // pt) * (lh // ph) * (lw // pw), p, d)
+    if m.grid_reader:  # counted with the embeddings: the reader's convs on every (frame 0, frame i) pair + base
+        pairs, hh, ww = b * s.latent_frames, lh * m.reader_unshuffle, lw * m.reader_unshuffle
+        chans = (2 * m.latent_channels // m.reader_unshuffle ** 2,) + tuple(m.reader_channels)
+        for a, c in zip(chans[:-1], chans[1:], strict=True):
+            hh, ww = -(-hh // 2), -(-ww // 2)
+            f["patch_embed"] += mm(pairs * hh * ww, 9 * a, c)
+        f["patch_embed"] += mm(pairs, GridReader.POOL ** 2 * chans[-1], m.reader_hidden) + mm(pairs, m.reader_hidden, 8)
         f["patch_embed"] += mm(b * (s.latent_frames // pt) * (lh // ph) * (lw // pw), p, d)
     t_rows = b * frames + b  # per-frame timesteps for visual tokens, one for text
     f["embed"] = mm(b * l_txt, dt, d) + mm(b, dt, d) + mm(b, d, d) + mm(t_rows, m.freq_dim, d) + mm(t_rows, d, d)

@@ -48,7 +48,8 @@ def test_hand_count_of_one_dual_block():
 
 
 def test_params_match_the_model():
-    for name, overrides in (("tiny_cpu", ()), ("base_480p", ()), ("demo_cpu", ("model.grid_inject=true",))):
+    for name, overrides in (("tiny_cpu", ()), ("base_480p", ()), ("demo_cpu", ("model.grid_inject=true",)),
+                            ("demo_cpu", ()), ("demo_cpu", ("model.reader_channels=[8, 16, 24, 32, 40]",))):
         cfg = _cfg(name, *overrides)
         _, abstract = mmdit.abstract_model(cfg.model)
         assert sum(x.size for x in jax.tree.leaves(abstract)) == flops.count_params(cfg)
