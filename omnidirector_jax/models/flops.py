@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from omnidirector_jax.config import Config
+from omnidirector_jax.config import Config, ModelConfig
 from omnidirector_jax.models.grid_reader import GridReader
 
 # Dense bf16 peak TFLOP/s per chip (vendor figures, no sparsity).
@@ -62,6 +62,11 @@ class FlopCount:
                 "visual_tokens": self.visual_tokens, "text_tokens": self.text_tokens}
 
 
+def _reader_channels(m: ModelConfig) -> tuple[int, ...]:
+    """Channels through the grid reader's convs: a frame pair of unshuffled latents, then `reader_channels`."""
+    return (2 * m.latent_channels // m.reader_unshuffle ** 2,) + tuple(m.reader_channels)
+
+
 def count_params(cfg: Config) -> int:
     """Parameter count from the config (matches the NNX model, either backbone; checked in the tests)."""
     m = cfg.model
@@ -76,7 +81,7 @@ def count_params(cfg: Config) -> int:
     embed = lin(p, d) + lin(dt, d) + lin(dt, d) + lin(d, d) + lin(m.freq_dim, d) + lin(d, d)
     embed += lin(p, d) if m.grid_inject else 0
     if m.grid_reader:  # convs, fc, bias-free head, and the warped reference's patch projection
-        chans = (2 * m.latent_channels // m.reader_unshuffle ** 2,) + tuple(m.reader_channels)
+        chans = _reader_channels(m)
         embed += sum(9 * a * b + b for a, b in zip(chans[:-1], chans[1:], strict=True))
         embed += lin(GridReader.POOL ** 2 * chans[-1], m.reader_hidden) + m.reader_hidden * 8 + lin(p, d)
     final = lin(d, 2 * d) + lin(d, p)
@@ -105,7 +110,7 @@ def count_flops(cfg: Config, batch: int | None = None) -> FlopCount:
         f["patch_embed"] += mm(b * (s.latent_frames // pt) * (lh // ph) * (lw // pw), p, d)
     if m.grid_reader:  # counted with the embeddings: the reader's convs on every (frame 0, frame i) pair + base
         pairs, hh, ww = b * s.latent_frames, lh * m.reader_unshuffle, lw * m.reader_unshuffle
-        chans = (2 * m.latent_channels // m.reader_unshuffle ** 2,) + tuple(m.reader_channels)
+        chans = _reader_channels(m)
         for a, c in zip(chans[:-1], chans[1:], strict=True):
             hh, ww = -(-hh // 2), -(-ww // 2)
             f["patch_embed"] += mm(pairs * hh * ww, 9 * a, c)

@@ -267,7 +267,6 @@ def test_the_grid_reader_learns_in_the_step():
     cfg = small_cfg(*READER, "mesh.data=1", "train.self_recon_prob=0", "train.drop_grid_prob=0",
                     "train.learning_rate=3e-3", devices=1)
     first, last = _reader_losses(cfg)
-    print("reader loss", first, last)
     assert last < 0.7 * first, (first, last)
 
 
