@@ -44,6 +44,7 @@ import numpy as np
 
 from omnidirector_jax.config import Config
 from omnidirector_jax.data.record_view import read_clip
+from omnidirector_jax.data.shm_batches import SlotReceiver, SlotTransport
 from omnidirector_jax.errors import OmniDirectorError
 
 PIPELINE_STATE_VERSION = 1
@@ -462,6 +463,11 @@ def make_dataset(cfg: Config, data_dir: str | Path, *, seed: int | None = None, 
           [process_index::process_count]
           .batch(b, drop_remainder=True, batch_fn=list)  # raw records; decoded a batch at a time
           .map_with_index(DecodeBatch(decode, b)))
+    # Workers hand batches over through reused shared-memory slots (see `shm_batches`); batches in flight per
+    # worker: its queue and the trainer's buffer (prefetch each), one being put, one being taken, one spare.
+    transport = SlotTransport(slots=2 * cfg.data.prefetch + 3) if workers > 0 else None
+    if transport is not None:
+        ds = ds.map(transport.to_slots)
     # Few threads, small buffers: decoding is CPU-bound and the buffers hold whole batches.
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2 if workers == 0 else 0,
                                                  prefetch_buffer_size=cfg.data.prefetch))
@@ -477,7 +483,7 @@ def make_dataset(cfg: Config, data_dir: str | Path, *, seed: int | None = None, 
                                   worker_init_fn=_worker_init)
     spec = PipelineSpec(info.num_records, b, seed, process_index, process_count, workers, s.frames, s.height,
                         s.width)
-    return _CheckedIterDataset(it_ds, spec), spec
+    return _CheckedIterDataset(it_ds, spec, transport), spec
 
 
 def _absl_flags_ready() -> None:
@@ -510,24 +516,33 @@ def make_pipeline(cfg: Config, data_dir: str | Path | None = None, *, seed: int 
 class _CheckedIterDataset(grain.IterDataset):
     """Wraps the pipeline so its iterator state names the stream it belongs to."""
 
-    def __init__(self, parent: grain.IterDataset, spec: PipelineSpec) -> None:
+    def __init__(self, parent: grain.IterDataset, spec: PipelineSpec, transport: SlotTransport | None = None
+                 ) -> None:
         super().__init__(parent)
-        self._spec = spec
+        self._spec, self._transport = spec, transport
 
     def __iter__(self) -> _CheckedIterator:
-        return _CheckedIterator(self._parent.__iter__(), self._spec)
+        receiver = self._transport.receiver() if self._transport is not None else None
+        return _CheckedIterator(self._parent.__iter__(), self._spec, receiver)
 
     def __str__(self) -> str:
         return f"OmniDirectorPipeline({self._spec})"
 
 
 class _CheckedIterator(grain.DatasetIterator):
-    def __init__(self, parent: grain.DatasetIterator, spec: PipelineSpec) -> None:
+    def __init__(self, parent: grain.DatasetIterator, spec: PipelineSpec, receiver: SlotReceiver | None = None
+                 ) -> None:
         super().__init__(parent)
-        self.spec = spec
+        self.spec, self._receiver = spec, receiver
 
     def __next__(self) -> dict[str, np.ndarray]:
-        return next(self._parent)
+        batch = next(self._parent)
+        return self._receiver.take(batch) if self._receiver is not None else batch
+
+    def close(self) -> None:
+        super().close()
+        if self._receiver is not None:
+            self._receiver.close()
 
     def get_state(self) -> dict[str, Any]:
         return {"version": PIPELINE_STATE_VERSION, "spec": dataclasses.asdict(self.spec),

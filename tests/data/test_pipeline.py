@@ -181,8 +181,11 @@ def test_two_workers_same_stream_and_state(dataset):
     try:
         _same(_take(it, 2), reference[:2])
         state = pl.iterator_state(it)
+        slot_files = list(it._receiver._files)  # the batches came through the workers' shared-memory slots
+        assert len(slot_files) >= 1
     finally:
         it.close()
+    assert not any(Path(f).exists() for f in slot_files)  # and their files are gone with the iterator
     fresh = pl.restore_iterator(pl.make_pipeline(cfg, root, process_index=0, process_count=1, workers=2), state)
     try:
         _same(_take(fresh, 3), reference[2:5])
