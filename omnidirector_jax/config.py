@@ -134,6 +134,9 @@ class ModelConfig:
     reader_hidden: int = 256
     reader_unshuffle: int = 1
     reader_plane_depth: float = 3.0
+    # grid_reader: also say per frame whether it is a cut (a white grid frame, supervised by the clip's cuts);
+    # after a cut the reference shows another shot, so the x0 skip of later frames fades to zero latents.
+    reader_shot_gate: bool = False
     trainable: str = "all"  # all | self_attention (wan: freeze all but self-attention and the new parameters)
 
     @property
@@ -577,6 +580,8 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
                           "reader_channels, reader_hidden >= 1, reader_plane_depth > 0 and reader_unshuffle >= 1 "
                           f"dividing the latent channels (got {m.grid_inject}, {m.prediction}, "
                           f"{m.reader_channels}, {m.reader_hidden}, {m.reader_plane_depth}, {m.reader_unshuffle})")
+    if m.reader_shot_gate and not m.grid_reader:
+        raise ConfigError("model.reader_shot_gate needs model.grid_reader")
     if m.grid_reader and s.vae_temporal != 1:
         raise ConfigError(f"model.grid_reader reads one grid frame per video frame: shape.vae_temporal must be 1, "
                           f"got {s.vae_temporal}")

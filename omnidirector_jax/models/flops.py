@@ -84,6 +84,7 @@ def count_params(cfg: Config) -> int:
         chans = _reader_channels(m)
         embed += sum(9 * a * b + b for a, b in zip(chans[:-1], chans[1:], strict=True))
         embed += lin(GridReader.POOL ** 2 * chans[-1], m.reader_hidden) + m.reader_hidden * 8 + lin(p, d)
+        embed += lin(m.reader_hidden, 1) if m.reader_shot_gate else 0  # the cut head
     final = lin(d, 2 * d) + lin(d, p)
     return embed + m.depth * dual + m.single_depth * single + final
 
@@ -115,6 +116,7 @@ def count_flops(cfg: Config, batch: int | None = None) -> FlopCount:
             hh, ww = -(-hh // 2), -(-ww // 2)
             f["patch_embed"] += mm(pairs * hh * ww, 9 * a, c)
         f["patch_embed"] += mm(pairs, GridReader.POOL ** 2 * chans[-1], m.reader_hidden) + mm(pairs, m.reader_hidden, 8)
+        f["patch_embed"] += mm(pairs, m.reader_hidden, 1) if m.reader_shot_gate else 0
         f["patch_embed"] += mm(b * (s.latent_frames // pt) * (lh // ph) * (lw // pw), p, d)
     t_rows = b * frames + b  # per-frame timesteps for visual tokens, one for text
     f["embed"] = mm(b * l_txt, dt, d) + mm(b, dt, d) + mm(b, d, d) + mm(t_rows, m.freq_dim, d) + mm(t_rows, d, d)

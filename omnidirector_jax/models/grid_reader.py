@@ -138,8 +138,10 @@ class GridReader(nnx.Module):
 
     POOL = 4  # the last feature map is resized to POOL × POOL cells: where things are matters, the size does not
 
+    CUT_PRIOR = -6.0  # the cut head's initial logit: no cut anywhere (sigmoid ~0.0025), the plain reader
+
     def __init__(self, in_channels: int, channels: tuple[int, ...], hidden: int, *, rngs: nnx.Rngs,
-                 param_dtype: Any = jnp.float32):
+                 param_dtype: Any = jnp.float32, shot_gate: bool = False):
         chans = (2 * in_channels,) + tuple(channels)
         self.convs = nnx.List([Conv(a, b, rngs=rngs, param_dtype=param_dtype)
                                for a, b in zip(chans[:-1], chans[1:], strict=True)])
@@ -150,9 +152,18 @@ class GridReader(nnx.Module):
             rngs.params(), (hidden,), param_dtype))
         self.head = nnx.Param(nnx.with_partitioning(nnx.initializers.zeros, (None, None))(
             rngs.params(), (hidden, 8), param_dtype))
+        self.cut_head = nnx.Param(nnx.with_partitioning(nnx.initializers.zeros, (None, None))(
+            rngs.params(), (hidden, 1), param_dtype)) if shot_gate else None
+        self.cut_bias = nnx.Param(nnx.with_partitioning(nnx.initializers.constant(self.CUT_PRIOR), (None,))(
+            rngs.params(), (1,), param_dtype)) if shot_gate else None
 
     def __call__(self, first: jax.Array, frames: jax.Array) -> jax.Array:
         """first [B, H, W, c], frames [B, V, H, W, c] -> corners [B, V, 4, 2] of each frame in `first`."""
+        return self.read(first, frames)[0]
+
+    def read(self, first: jax.Array, frames: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """As `__call__`, and with `shot_gate` the logit that frame i is a cut frame (a white grid frame), [B, V]
+        (None without)."""
         b, v = frames.shape[:2]
         x = jnp.concatenate([jnp.broadcast_to(first[:, None], frames.shape), frames], -1)
         x = x.reshape(b * v, *x.shape[2:]).astype(jnp.float32)
@@ -162,7 +173,16 @@ class GridReader(nnx.Module):
             x = jax.image.resize(x, (x.shape[0], self.POOL, self.POOL, x.shape[3]), "linear")
         h = jax.nn.gelu(x.reshape(b * v, -1) @ self.fc[...] + self.fc_bias[...], approximate=True)
         offsets = (h @ self.head[...]).reshape(b, v, 4, 2)
-        return jnp.asarray(CORNERS, jnp.float32) + offsets
+        cut_logits = None
+        if self.cut_head is not None:
+            cut_logits = (h @ self.cut_head[...] + self.cut_bias[...]).reshape(b, v)
+        return jnp.asarray(CORNERS, jnp.float32) + offsets, cut_logits
+
+
+def same_shot(cut_logits: jax.Array) -> jax.Array:
+    """cut_logits [B, V] -> [B, V] in [0, 1]: the chance that no cut frame lies in frames 0..i (frame i is still
+    in the reference's shot), the product of (1 − p_cut) up to i."""
+    return jnp.exp(jnp.cumsum(jax.nn.log_sigmoid(-cut_logits.astype(jnp.float32)), axis=1))
 
 
 def warp_reference(reference: jax.Array, corners: jax.Array, s: int) -> jax.Array:

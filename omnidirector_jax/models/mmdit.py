@@ -32,7 +32,7 @@ from flax import nnx
 from omnidirector_jax.config import ModelConfig, ShapeConfig
 from omnidirector_jax.errors import OmniDirectorError
 from omnidirector_jax.models.attention import attention
-from omnidirector_jax.models.grid_reader import GridReader, unshuffle, warp_reference
+from omnidirector_jax.models.grid_reader import GridReader, same_shot, unshuffle, warp_reference
 from omnidirector_jax.parallel.rules import constrain
 
 Names = tuple[str | None, ...]
@@ -327,7 +327,8 @@ class MMDiT(nnx.Module):
         # model.grid_reader: the grid's homographies, and the warped reference's patches on the video tokens
         s = cfg.reader_unshuffle
         self.grid_reader = (GridReader(cfg.latent_channels // (s * s), cfg.reader_channels, cfg.reader_hidden,
-                                       rngs=rngs, param_dtype=_dtype(cfg.param_dtype)) if cfg.grid_reader else None)
+                                       rngs=rngs, param_dtype=_dtype(cfg.param_dtype), shot_gate=cfg.reader_shot_gate)
+                            if cfg.grid_reader else None)
         self.base_embed = PatchEmbed3D(cfg, rngs=rngs, zero_init=True) if cfg.grid_reader else None
         self.text_in = Linear((cfg.text_dim,), (d,), ("text_embed", "embed"), **kw)
         self.pooled_in1 = Linear((cfg.text_dim,), (d,), ("text_embed", "embed"), **kw)
@@ -396,8 +397,13 @@ class MMDiT(nnx.Module):
         v = (latents.shape[1] - r) // 2
         s = self.cfg.reader_unshuffle
         grid = unshuffle(latents[:, r:r + v].astype(jnp.float32), s)
-        corners = self.grid_reader(grid[:, 0], grid)
-        return {"corners": corners, "base": warp_reference(latents[:, 0].astype(jnp.float32), corners, s)}
+        corners, cut_logits = self.grid_reader.read(grid[:, 0], grid)
+        base = warp_reference(latents[:, 0].astype(jnp.float32), corners, s)
+        if cut_logits is None:
+            return {"corners": corners, "base": base}
+        # After a cut the reference shows another shot: the skip then starts from nothing (zero latents).
+        gate = same_shot(cut_logits)
+        return {"corners": corners, "base": base * gate[:, :, None, None, None], "cut_logits": cut_logits}
 
     def _grid_tokens(self, latents: jax.Array) -> jax.Array:
         """`[ref r | grid v | video v]` latents [B, F, H, W, C] -> [B, N, D]: the grid frames' patches through

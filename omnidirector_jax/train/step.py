@@ -89,7 +89,8 @@ def reader_targets(cfg: Config, batch: Batch, spacing: jax.Array, drop_grid: jax
     an unmoved frame where the grid was blanked (a black grid shows no motion). Frames of another shot than
     frame 0, or cut frames, carry no target (weight 0).
 
-    Returns reader_corners [B, T, 4, 2], reader_weight [B, T] float32."""
+    Returns reader_corners [B, T, 4, 2], reader_weight [B, T], reader_cut [B, T] (1 on a drawn cut frame), all
+    float32."""
     s = cfg.shape
     corners = jax.vmap(lambda w2c, K, sp: grid_reader.plane_corners(
         w2c, K, sp, cfg.model.reader_plane_depth, height=s.height, width=s.width))(
@@ -99,7 +100,9 @@ def reader_targets(cfg: Config, batch: Batch, spacing: jax.Array, drop_grid: jax
     shot = batch["frame_shot"]
     same = (shot == shot[:, :1]) & (shot[:, :1] >= 0) & jnp.isfinite(batch["w2c"]).all(axis=(2, 3))
     weight = jnp.where(drop_grid[:, None], True, same).astype(jnp.float32)
-    return {"reader_corners": jnp.nan_to_num(corners), "reader_weight": weight}
+    # Cut frames are drawn white; a blanked grid shows none.
+    cut = ((shot < 0) & ~drop_grid[:, None]).astype(jnp.float32)
+    return {"reader_corners": jnp.nan_to_num(corners), "reader_weight": weight, "reader_cut": cut}
 
 
 def flow_loss(model: nnx.Module, inputs: dict[str, jax.Array], key: jax.Array, cfg: Config
@@ -131,6 +134,11 @@ def flow_loss(model: nnx.Module, inputs: dict[str, jax.Array], key: jax.Array, c
         reader_loss = jnp.sum(corner_err * w) / jnp.maximum(w.sum(), 1.0)
         metrics["loss_reader"] = reader_loss
         loss = loss + t_cfg.reader_weight * reader_loss
+    if "cut_logits" in aux:  # model.reader_shot_gate: which frames are cuts (binary cross-entropy)
+        logits, cut = aux["cut_logits"], inputs["reader_cut"]
+        cut_loss = jnp.mean(jnp.maximum(logits, 0) - logits * cut + jnp.log1p(jnp.exp(-jnp.abs(logits))))
+        metrics["loss_cut"] = cut_loss
+        loss = loss + t_cfg.reader_weight * cut_loss
     return loss, metrics
 
 

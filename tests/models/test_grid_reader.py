@@ -148,3 +148,38 @@ def test_grid_reader_config_is_checked():
         load_config(ROOT / "configs" / "demo_cpu.yaml", ["model.reader_unshuffle=2"])
     small = dataclasses.replace(SMALL, reader_channels=(8,))
     assert mmdit.create_model(small).grid_reader is not None
+
+
+def test_same_shot_is_the_product_of_no_cut_chances():
+    logits = np.array([[-3.0, 2.0, -1.0, 0.5], [-9.0, -9.0, 9.0, -9.0]])
+    p = 1.0 / (1.0 + np.exp(-logits))
+    want = np.cumprod(1.0 - p, axis=1)  # float64 reference
+    np.testing.assert_allclose(np.asarray(gr.same_shot(jnp.asarray(logits, jnp.float32))), want, rtol=1e-5)
+
+
+def test_shot_gate_fades_the_skip_after_a_cut():
+    """model.reader_shot_gate: frames after a frame the reader calls a cut get base 0 (no reference); before it,
+    the plain reader's warped reference. At init the head calls no cut (logit CUT_PRIOR)."""
+    gated = dataclasses.replace(SMALL, reader_shot_gate=True)
+    model = mmdit.create_model(gated)
+    plain = mmdit.create_model(SMALL)  # same seed: the same weights but for the cut head
+    latents, frame_t, text, mask = _inputs(gated, v=4)
+    aux = model.read_grid(latents)
+    np.testing.assert_allclose(np.asarray(aux["cut_logits"]), gr.GridReader.CUT_PRIOR, atol=1e-6)
+    # a cut on the third video frame: it and every later frame leave the reference's shot
+    logits = jnp.asarray([[-30.0, -30.0, 30.0, -30.0]] * 2)
+    gate = np.asarray(gr.same_shot(logits))
+    np.testing.assert_allclose(gate, [[1, 1, 0, 0]] * 2, atol=1e-6)
+    model.grid_reader.cut_bias[...] = jnp.asarray([30.0])  # every frame a cut: no reference anywhere
+    v, aux = flow.model_prediction(model, latents, frame_t, text, mask)
+    np.testing.assert_allclose(np.asarray(aux["base"]), 0.0, atol=1e-6)
+    x0 = np.asarray(latents) - np.asarray(v)  # at t = 1 the x0 estimate is the base: zero
+    np.testing.assert_allclose(x0[:, -4:], 0.0, atol=1e-4)
+    model.grid_reader.cut_bias[...] = jnp.asarray([-30.0])  # no cut: the plain reader's skip
+    np.testing.assert_allclose(np.asarray(model.read_grid(latents)["base"]),
+                               np.asarray(plain.read_grid(latents)["base"]), atol=1e-6)
+
+
+def test_shot_gate_needs_the_reader():
+    with pytest.raises(Exception, match="reader_shot_gate"):
+        load_config(ROOT / "configs" / "tiny_cpu.yaml", ["model.reader_shot_gate=true"])

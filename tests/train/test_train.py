@@ -260,6 +260,7 @@ def test_reader_targets_are_the_cameras_plane_homography():
     np.testing.assert_array_equal(np.asarray(got["reader_corners"][1]),
                                   np.broadcast_to(np.asarray(grid_reader.CORNERS), (s.frames, 4, 2)))
     np.testing.assert_array_equal(np.asarray(got["reader_weight"]), [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(np.asarray(got["reader_cut"]), [[0, 0, 0, 1, 0], [0, 0, 0, 0, 0]])  # drawn cuts
 
 
 def test_the_grid_reader_learns_in_the_step():
@@ -270,17 +271,32 @@ def test_the_grid_reader_learns_in_the_step():
     assert last < 0.7 * first, (first, last)
 
 
-def _reader_losses(cfg):
+def test_the_shot_gate_learns_to_see_cuts_in_the_step():
+    """model.reader_shot_gate: the cut loss (white grid frames of the clip's cuts) is reported and falls."""
+    cfg = small_cfg(*READER, "model.reader_shot_gate=true", "mesh.data=1", "train.self_recon_prob=0",
+                    "train.drop_grid_prob=0", "train.learning_rate=3e-3", devices=1)
+    first, last = _reader_losses(cfg, "loss_cut", cut_at=2, steps=100)
+    prior = 0.5 / cfg.shape.frames  # share of cut frames in the batch
+    blind = -(prior * np.log(prior) + (1 - prior) * np.log(1 - prior))  # best loss without looking at the grid
+    assert last < 0.5 * blind < first, (first, last, blind)
+
+
+def _reader_losses(cfg, metric="loss_reader", cut_at=None, steps=40):
     mesh = make_mesh(cfg.mesh, jax.devices()[:1])
     layout = make_layout(cfg, mesh)
     state = init_state(layout)
     conditioner, frozen = build_conditioner(cfg)
     batch = {k: v for k, v in next(memory_data.iterator(cfg)).items()
              if k in ("frames", "ref_image", "w2c", "K", "frame_shot", "text_ids", "text_mask")}
+    if cut_at is not None:  # half the clips cut at `cut_at`: a white grid frame, then shot 1
+        shots = np.array(batch["frame_shot"])
+        half = shots.shape[0] // 2
+        shots[:half, cut_at], shots[:half, cut_at + 1:] = -1, 1
+        batch["frame_shot"] = shots
     step = make_train_step(cfg, layout, conditioner, batch, frozen)
     seen = []
-    for _ in range(40):
+    for _ in range(steps):
         state, metrics = step(state, batch, frozen)
         assert bool(metrics["finite"])
-        seen.append(float(metrics["loss_reader"]))
+        seen.append(float(metrics[metric]))
     return np.mean(seen[:3]), np.mean(seen[-3:])
