@@ -210,7 +210,10 @@ def remove_stale_files() -> int:
         except ValueError:
             continue
         if not _alive(pid):
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:  # another user's file (sticky /dev/shm): theirs to remove
+                continue
             removed += 1
     return removed
 
