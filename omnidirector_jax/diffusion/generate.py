@@ -3,12 +3,14 @@
     model = load_model("path/to/export")                    # or a training work directory
     result = generate_video(model, traj, image, "a cosy reading room")
 
-The model makes `shape.frames` frames at a time. A longer trajectory is generated in consecutive windows of that
-many frames: the first window starts from the reference image, every later one from the last frame the previous
-window generated, except when a cut separates them (a new shot starts again from the reference image, as the
-paper's shots are independent). Each window sees its own slice of the trajectory's camera grid, which is
-rendered once for the whole trajectory (per-shot rooms), so the rooms do not jump between windows. Transition
-frames (cuts) are white in the grid and are written white in the result.
+The model makes `shape.frames` frames at a time. A longer trajectory is generated shot by shot, each shot in
+consecutive windows of that many frames: a shot's first window starts from the reference image (the grid's
+shots are independent: each has its own room, scale and origin, so nothing in it says how one shot's cameras
+relate to another's), every later one from the last frame the previous window generated. Windows never hold a
+cut: a window that did would read its grid frames against grid frame 0 across rooms that do not share a frame,
+and chain the next shot from the last one. Each window sees its own slice of the trajectory's camera grid,
+rendered once for the whole trajectory (per-shot rooms), so the room does not jump between windows of a shot.
+Transition frames (cuts) are white in the grid and are written white in the result.
 """
 
 from __future__ import annotations
@@ -108,6 +110,24 @@ def _windows(n: int, t: int, overlap: bool = False) -> list[tuple[int, int]]:
     return [(start, min(start + t, n)) for start in range(0, max(n - (t - step), 1), step)]
 
 
+def _shot_windows(frame_shot: np.ndarray, t: int, overlap: bool = False) -> list[tuple[int, int, int]]:
+    """Windows (start, stop, shot stop) laid out shot by shot: `_windows` over each run of frames of one shot
+    (frame_shot ≥ 0); transition frames (−1) belong to no window."""
+    out = []
+    n = len(frame_shot)
+    a = 0
+    while a < n:
+        if frame_shot[a] < 0:
+            a += 1
+            continue
+        e = a
+        while e < n and frame_shot[e] == frame_shot[a]:
+            e += 1
+        out += [(a + u, a + v, e) for u, v in _windows(e - a, t, overlap)]
+        a = e
+    return out
+
+
 def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | None = None,
                    batch_size: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
     """Many jobs at once: window `w` of every job that has one goes through one sampler call (batch padded to
@@ -144,7 +164,8 @@ def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | No
         frame_shot = np.full(n, -1, np.int64)
         for shot, (a, b) in enumerate(small.shots()):
             frame_shot[a:b] = shot
-        prepared.append({"n": n, "grid": grid, "frame_shot": frame_shot, "windows": _windows(n, t, overlap),
+        prepared.append({"n": n, "grid": grid, "frame_shot": frame_shot,
+                         "windows": _shot_windows(frame_shot, t, overlap),
                          "first": _resize(image, s.height, s.width),
                          "out": np.zeros((n, s.height, s.width, 3), np.uint8)})
     tokenizer = load_tokenizer(cfg.data.tokenizer or None)
@@ -168,10 +189,9 @@ def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | No
         refs, grids, noises = [], [], []
         for j in chunk:
             p = prepared[j]
-            a, _ = p["windows"][w]
-            pick = np.minimum(np.arange(a, a + t), p["n"] - 1)  # the last window repeats its final frame
-            fs = p["frame_shot"]
-            new_shot = w == 0 or fs[a] != fs[a - 1] or fs[a - 1] < 0 or (overlap and fs[a] < 0)
+            a, _, shot_stop = p["windows"][w]
+            pick = np.minimum(np.arange(a, a + t), shot_stop - 1)  # a shot's last window repeats its final frame
+            new_shot = a == 0 or p["frame_shot"][a - 1] != p["frame_shot"][a]
             refs.append(p["first"] if new_shot else p["out"][a if overlap else a - 1])
             p["keep"] = int(overlap and not new_shot)  # overlap: frame a is already made, it is the reference
             grids.append(p["grid"][pick])
@@ -188,7 +208,7 @@ def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | No
         video = np.asarray(decode(model.frozen, run(model.params, cond, shared, jnp.stack(noises))))
         for row, j in enumerate(chunk):
             p = prepared[j]
-            a, b = p["windows"][w]
+            a, b, _ = p["windows"][w]
             k = p["keep"]
             p["out"][a + k:b] = np.clip((video[row, k: b - a] + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
         if bar is not None:
@@ -198,7 +218,8 @@ def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | No
     results = []
     for job, p in zip(jobs, prepared, strict=True):
         p["out"][p["frame_shot"] < 0] = 255  # transition frames, as in the grid
-        results.append({"frames": p["out"], "grid": p["grid"], "prompt": job.text, "windows": p["windows"],
+        results.append({"frames": p["out"], "grid": p["grid"], "prompt": job.text,
+                        "windows": [(a, b) for a, b, _ in p["windows"]],
                         "sampler": dataclasses.asdict(sampler_cfg), "compilations": run.compilations})
     return results
 

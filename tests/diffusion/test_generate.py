@@ -39,10 +39,26 @@ def test_generate_windows_cuts_and_one_compilation(export):
     frames = result["frames"]
     assert frames.shape == (12, 32, 32, 3) and frames.dtype == np.uint8
     assert np.all(frames[6] == 255) and not np.all(frames[5] == 255)
-    assert result["windows"] == [(0, 5), (5, 10), (10, 12)]
+    assert result["windows"] == [(0, 5), (5, 6), (7, 12)]  # shot by shot: no window holds the cut frame
     assert result["compilations"] == 1  # three windows, one program
     again = generate_video(model, traj, image, "a room", seed=3)["frames"]
     np.testing.assert_array_equal(again, frames)  # seeded
+
+
+def test_each_shot_starts_from_the_reference_image(export):
+    """A shot does not chain from the one before it: another camera in shot 1 leaves shot 2's frames as they
+    were (both start from the reference image, and shot 2's grid is drawn in its own room)."""
+    path, _ = export
+    model = load_model(path)
+    image = np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    a = samples.multi_shot([samples.dolly(7, 1.0), samples.pan(6, 20.0)], 32, 32)  # 14 frames, cut at 7
+    b = samples.multi_shot([samples.pan(7, -30.0), samples.pan(6, 20.0)], 32, 32)
+    ra = generate_video(model, a, image, "a room", seed=3)
+    rb = generate_video(model, b, image, "a room", seed=3)
+    assert ra["windows"] == rb["windows"] == [(0, 5), (5, 7), (8, 13), (13, 14)]
+    np.testing.assert_array_equal(ra["grid"][8:], rb["grid"][8:])
+    assert not np.array_equal(ra["frames"][:7], rb["frames"][:7])  # shot 1 did change
+    np.testing.assert_array_equal(ra["frames"][8:], rb["frames"][8:])
 
 
 def test_overlap_windows_share_a_frame_and_keep_it(export):
