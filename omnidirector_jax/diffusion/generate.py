@@ -174,7 +174,8 @@ def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | No
     mask = np.asarray(mask, bool)
     shared = shared_inputs(model.conditioner, model.frozen, sampler_cfg.negative_prompt, text_len=cfg.model.text_len,
                            tokenizer=cfg.data.tokenizer or None)
-    run = Sampler(model_apply(model.graphdef), sampler_cfg)
+    # overlap: a window's first frame is its reference, known exactly; it is held, not sampled.
+    run = Sampler(model_apply(model.graphdef), sampler_cfg, anchor_reference=overlap)
     encode = jax.jit(model.conditioner.encode)
     decode = jax.jit(model.conditioner.decode)
     steps = [(w, chunk) for w in range(max(len(p["windows"]) for p in prepared))

@@ -33,14 +33,20 @@ SOLVERS = ("euler", "heun", "renoise")
 Velocity = Callable[[jax.Array, jax.Array], jax.Array]  # (x [B, ...] float32, t scalar) -> dx/dt like x
 
 
-def integrate(velocity: Velocity, x1: jax.Array, times: jax.Array, solver: str = "euler") -> jax.Array:
+def integrate(velocity: Velocity, x1: jax.Array, times: jax.Array, solver: str = "euler",
+              anchor: jax.Array | None = None) -> jax.Array:
     """Integrates `dx/dt = velocity(x, t)` from `times[0]` to `times[-1]` in `len(times) − 1` steps.
 
     x1 [B, ...] (any float dtype; the state is float32, recast after every step), times [N + 1] float32 ->
     x at `times[-1]`, float32. Heun evaluates the corrector at `times[i + 1]` on every step, the last
     (`t = 0`) included: a rectified-flow velocity is finite there, so the method stays second order. Renoise
     draws its fresh noise from a key per row taken from the bits of that row's `x1`, so a row's result depends
-    on its own starting noise only (not on the batch it shares)."""
+    on its own starting noise only (not on the batch it shares).
+
+    `anchor` [B, k, ...]: the known clean values of the first k entries of axis 1 (frames). After every step
+    they are put back on the path the forward process gives them at the new time (x_t = (1 − t)·x0 + t·ε with
+    this step's noise: the fresh draw under renoise, `x1`'s own under the ODE solvers), so the rest of the
+    window is denoised next to its true first frame; at t = 0 they are the anchor exactly."""
     if solver not in SOLVERS:
         raise OmniDirectorError(f"solver '{solver}' is not one of {', '.join(SOLVERS)}")
     times = times.astype(jnp.float32)
@@ -51,14 +57,20 @@ def integrate(velocity: Velocity, x1: jax.Array, times: jax.Array, solver: str =
         t0, t1 = times[i], times[i + 1]
         dt = t1 - t0
         v0 = velocity(x, t0)
+        eps = x1
         if solver == "renoise":  # x0 estimate x − t0·v, then the forward process to t1 with fresh noise
-            fresh = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:], jnp.float32))(
+            eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, i), x.shape[1:], jnp.float32))(
                 row_keys)
-            return ((1 - t1) * (x - t0 * v0) + t1 * fresh).astype(jnp.float32)
-        if solver == "euler":
-            return (x + dt * v0).astype(jnp.float32)
-        v1 = velocity((x + dt * v0).astype(jnp.float32), t1)
-        return (x + dt * 0.5 * (v0 + v1)).astype(jnp.float32)
+            x = (1 - t1) * (x - t0 * v0) + t1 * eps
+        elif solver == "euler":
+            x = x + dt * v0
+        else:
+            v1 = velocity((x + dt * v0).astype(jnp.float32), t1)
+            x = x + dt * 0.5 * (v0 + v1)
+        if anchor is not None:
+            k = anchor.shape[1]
+            x = x.at[:, :k].set((1 - t1) * anchor.astype(jnp.float32) + t1 * eps[:, :k].astype(jnp.float32))
+        return x.astype(jnp.float32)
 
     return jax.lax.fori_loop(0, times.shape[0] - 1, body, x1.astype(jnp.float32))
 
@@ -74,8 +86,11 @@ def model_apply(graphdef: nnx.GraphDef) -> Apply:
 
 
 def denoise(apply: Apply, params: Any, cond: dict, shared: dict | None, noise: jax.Array, *, steps: int,
-            shift: float, solver: str, guidance: Guidance) -> jax.Array:
+            shift: float, solver: str, guidance: Guidance, anchor_reference: bool = False) -> jax.Array:
     """Traceable sampling loop: noise [B, F, h, w, C] -> x_0 estimate [B, F, h, w, C] float32.
+
+    `anchor_reference`: the first target frame is the reference itself (a model trained with
+    `data.reference: overlap`), so it is held on its known path (`integrate`'s anchor) instead of sampled.
 
     cond: ref [B, Fr, h, w, C], grid [B, F, h, w, C] or None, text [B, L, Dt], text_mask [B, L];
     shared (guidance only): black_grid [F, h, w, C], neg_text [L, Dt], neg_mask [L]."""
@@ -93,7 +108,8 @@ def denoise(apply: Apply, params: Any, cond: dict, shared: dict | None, noise: j
     def velocity(x: jax.Array, t: jax.Array) -> jax.Array:
         return guided_velocity(apply, params, cond, shared, x, t, guidance)
 
-    return integrate(velocity, noise, flow.time_grid(steps, shift), solver)
+    anchor = cond["ref"][:, -1:] if anchor_reference else None
+    return integrate(velocity, noise, flow.time_grid(steps, shift), solver, anchor)
 
 
 def sample_euler(graphdef: nnx.GraphDef, params: Any, ref: jax.Array, grid: jax.Array | None, text: jax.Array,
@@ -128,7 +144,7 @@ class Sampler:
     input shapes (see :attr:`compilations`)."""
 
     def __init__(self, apply: Apply, cfg: SamplerConfig, *, mesh: Mesh | None = None, rules: Any = None,
-                 param_shardings: Any = None) -> None:
+                 param_shardings: Any = None, anchor_reference: bool = False) -> None:
         self.cfg = cfg
         self.guidance = Guidance(cfg.guidance, cfg.grid_scale, cfg.content_scale, cfg.switch_t)
         if cfg.solver not in SOLVERS or cfg.steps <= 0 or cfg.shift <= 0:
@@ -138,7 +154,7 @@ class Sampler:
         def run(params: Any, cond: dict, shared: dict | None, noise: jax.Array) -> jax.Array:
             def go() -> jax.Array:
                 return denoise(apply, params, cond, shared, noise, steps=cfg.steps, shift=cfg.shift,
-                               solver=cfg.solver, guidance=self.guidance)
+                               solver=cfg.solver, guidance=self.guidance, anchor_reference=anchor_reference)
 
             if mesh is None:
                 return go()

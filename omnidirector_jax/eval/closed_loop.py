@@ -242,7 +242,9 @@ def render_job(job: EvalJob, *, reference: bool = True) -> dict[str, np.ndarray]
 
 
 def summarize(rows: Sequence[dict], key: str) -> dict:
-    """Means over rows of `row[key]` (one arm: 'oracle', 'grid' or 'no_grid'), overall and by class group."""
+    """Means over rows of `row[key]` (one arm: 'oracle', 'grid' or 'no_grid'), overall and by class group, and
+    `unposed`: how many of the group's videos the estimator could not pose at all (each scored the worst,
+    180° / 90°, so a few of them move a mean more than every posed video together)."""
 
     def mean(rs: Sequence[dict], metric: str) -> float | None:
         vals = [r[key][metric] for r in rs if r.get(key) and r[key].get(metric) is not None]
@@ -250,7 +252,9 @@ def summarize(rows: Sequence[dict], key: str) -> dict:
 
     groups = {"all": list(rows), "single_shot": [r for r in rows if r["class"] != "multi_shot"],
               "multi_shot": [r for r in rows if r["class"] == "multi_shot"]}
-    return {g: {m: mean(rs, m) for m in METRICS} | {"count": len(rs)} for g, rs in groups.items() if rs}
+    return {g: {m: mean(rs, m) for m in METRICS} | {"count": len(rs),
+                                                     "unposed": sum(bool(r.get(key, {}).get("unposed")) for r in rs)}
+            for g, rs in groups.items() if rs}
 
 
 def evaluate(model: Any, jobs: Sequence[EvalJob], *, arms: Sequence[str] = ("grid", "no_grid"),
@@ -309,12 +313,14 @@ def evaluate(model: Any, jobs: Sequence[EvalJob], *, arms: Sequence[str] = ("gri
 
 def format_summary(result: dict) -> str:
     """A plain-text table: one row per arm and group."""
-    lines = [f"{'arm':<8} {'group':<12} {'n':>3} {'RRE °':>8} {'RTE °':>8} {'R-Pre':>6} {'T-Pre':>6} {'Tem-Pre':>7}"]
+    lines = [f"{'arm':<8} {'group':<12} {'n':>3} {'RRE °':>8} {'RTE °':>8} {'R-Pre':>6} {'T-Pre':>6} {'Tem-Pre':>7} "
+             f"{'unposed':>7}"]
     for arm, groups in result["summary"].items():
         for group, m in groups.items():
             cells = [f"{m[k]:>8.2f}" if m[k] is not None else f"{'n/a':>8}" for k in ("RRE", "RTE")]
             cells += [f"{m[k]:>6.2f}" if m[k] is not None else f"{'n/a':>6}" for k in ("R-Pre", "T-Pre")]
             cells.append(f"{m['Tem-Pre']:>7.2f}" if m["Tem-Pre"] is not None else f"{'n/a':>7}")
+            cells.append(f"{m.get('unposed', 0):>7d}")
             lines.append(f"{arm:<8} {group:<12} {m['count']:>3} " + " ".join(cells))
     if "leakage" in result:
         lk = result["leakage"]

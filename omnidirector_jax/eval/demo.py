@@ -51,14 +51,14 @@ def _sheet(panels: list[tuple[str, np.ndarray]], cuts: list[int], every: int = 2
 
 def _table(summary: dict, arms: list[str]) -> str:
     head = "<tr><th>arm</th><th>group</th><th>n</th><th>RRE °</th><th>RTE °</th><th>R-Pre</th><th>T-Pre</th>" \
-           "<th>Tem-Pre</th></tr>"
+           "<th>Tem-Pre</th><th>unposed</th></tr>"
     rows = []
     for arm in arms:
         for group, m in summary[arm].items():
             cells = "".join(f"<td>{'n/a' if m[k] is None else f'{m[k]:.2f}'}</td>"
                             for k in ("RRE", "RTE", "R-Pre", "T-Pre", "Tem-Pre"))
             rows.append(f"<tr><td>{html.escape(ARM_NAMES.get(arm, arm))}</td><td>{group}</td><td>{m['count']}</td>"
-                        f"{cells}</tr>")
+                        f"{cells}<td>{m.get('unposed', 0)}</td></tr>")
     return f"<table>{head}{''.join(rows)}</table>"
 
 

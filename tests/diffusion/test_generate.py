@@ -79,6 +79,7 @@ def test_overlap_windows_share_a_frame_and_keep_it(export):
     first = Trajectory.create(traj.w2c[:5], traj.K[:5], height=32, width=32)
     short = generate_video(model, first, image, "a room", seed=3, grid_frames=long["grid"][:5])
     np.testing.assert_array_equal(long["frames"][:5], short["frames"])
+    np.testing.assert_array_equal(long["frames"][0], image)  # the first frame is the reference, held while sampling
 
 
 def test_generate_draws_the_models_room(export):

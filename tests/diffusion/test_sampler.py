@@ -153,6 +153,25 @@ def test_renoise_jumps_to_the_x0_estimate_and_noises_it_to_the_next_time():
     np.testing.assert_array_equal(np.asarray(integrate(velocity, x1, times[:2], "renoise")), np.asarray(one_step))
 
 
+@pytest.mark.parametrize("solver", ["euler", "heun", "renoise"])
+def test_anchored_first_frame_rides_its_forward_path_and_ends_exact(solver):
+    """anchor: after every step the known first frame is (1 − t)·anchor + t·ε with that step's noise (x1 for the
+    ODE solvers, the fresh draw for renoise); it ends as the anchor itself, the other frames as without it."""
+    x1 = jax.random.normal(jax.random.key(0), (3, 4, 5))
+    target = jnp.full((4, 5), 0.25)
+    velocity = lambda x, t: (x - target) / jnp.maximum(t, 1e-3)  # noqa: E731  (an exact x0 = target field)
+    anchor = jax.random.normal(jax.random.key(1), (3, 1, 5))
+    times = jnp.array([1.0, 0.6, 0.2, 0.0])
+    free = integrate(velocity, x1, times[:2], solver)
+    held = integrate(velocity, x1, times[:2], solver, anchor)
+    eps = x1[:, :1] if solver != "renoise" else (free[:, :1] - 0.4 * 0.25) / 0.6
+    np.testing.assert_allclose(np.asarray(held[:, :1]), np.asarray(0.4 * anchor + 0.6 * eps), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(held[:, 1:]), np.asarray(free[:, 1:]))
+    out = integrate(velocity, x1, times, solver, anchor)
+    np.testing.assert_allclose(np.asarray(out[:, :1]), np.asarray(anchor), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(out[:, 1:]), np.asarray(integrate(velocity, x1, times, solver)[:, 1:]))
+
+
 def test_bad_settings_are_one_clear_error():
     with pytest.raises(OmniDirectorError, match="guidance mode"):
         Guidance("loud")

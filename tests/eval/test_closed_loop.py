@@ -52,6 +52,13 @@ def test_unposed_video_scores_worst_and_cuts_still_count():
     row = cl.score(job.traj, est, report)
     assert (row["RRE"], row["RTE"], row["R-Pre"], row["T-Pre"]) == (180.0, 90.0, 0.0, 0.0)
     assert row["Tem-Pre"] == 1.0  # no cut requested, none found
+    posed = dict(row, RRE=1.0, RTE=2.0)
+    del posed["unposed"]
+    rows = [{"class": "dolly", "grid": row}, {"class": "dolly", "grid": posed}, {"class": "multi_shot", "grid": posed}]
+    summary = cl.summarize(rows, "grid")
+    assert summary["all"]["unposed"] == 1 and summary["multi_shot"]["unposed"] == 0
+    assert summary["all"]["RRE"] == round((180.0 + 1.0 + 1.0) / 3, 4)  # the mean keeps the worst score
+    assert "unposed" in cl.format_summary({"summary": {"grid": summary}}).splitlines()[0]
 
 
 def test_leakage_tells_the_worlds_apart():
