@@ -92,7 +92,7 @@ def eval_command(checkpoint, traj_dir, ablate_grid, steps, upsample, weights, se
 def demo_command(out_dir, checkpoint, count, frames, steps, seed):
     """Clone held-out cameras with the shipped model: report.html / report.json with examples, loss curve and the
     metrics with and without the camera grid."""
-    from omnidirector_jax.eval.demo import run_demo
+    from omnidirector_jax.eval.demo import paired_line, run_demo
 
     report = run_demo(out_dir, checkpoint=checkpoint, count=count, frames=frames, steps=steps, seed=seed)
     click.echo(report["table"])
@@ -100,6 +100,7 @@ def demo_command(out_dir, checkpoint, count, frames, steps, seed):
     click.echo(f"grid vs blanked: RRE {'lower' if v['rre_lower_with_grid'] else 'not lower'}, RTE "
                f"{'lower' if v['rte_lower_with_grid'] else 'not lower'}; multi-shot Tem-Pre {v['multi_shot_tem_pre']}"
                f"; {report['seconds']} s")
+    click.echo(f"paired: {paired_line(v)}")
     click.echo(f"wrote {out_dir}/report.html and {out_dir}/report.json")
 
 

@@ -101,7 +101,14 @@ def test_eval_and_demo_commands(export, tmp_path, capsys):
     page = (out / "report.html").read_text()
     for ex in report["examples"]:
         assert (out / ex["sheet"]).is_file() and (out / ex["video"]).is_file() and ex["sheet"] in page
-    assert "grid vs blanked" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "grid vs blanked" in printed
+    for m in ("RRE", "RTE"):  # the paired count: per trajectory, which arm did better
+        c = report["verdict"]["paired"][m]
+        rows = report["rows"]
+        assert c["grid_better"] == sum(r["grid"][m] < r["no_grid"][m] for r in rows)
+        assert c["grid_better"] + c["blanked_better"] <= 2
+        assert f"{m} lower with the grid in {c['grid_better']} of 2 trajectories" in printed
 
 
 def test_bench_sample(capsys):
