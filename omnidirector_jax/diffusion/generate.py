@@ -110,22 +110,10 @@ def _windows(n: int, t: int, overlap: bool = False) -> list[tuple[int, int]]:
     return [(start, min(start + t, n)) for start in range(0, max(n - (t - step), 1), step)]
 
 
-def _shot_windows(frame_shot: np.ndarray, t: int, overlap: bool = False) -> list[tuple[int, int, int]]:
-    """Windows (start, stop, shot stop) laid out shot by shot: `_windows` over each run of frames of one shot
-    (frame_shot ≥ 0); transition frames (−1) belong to no window."""
-    out = []
-    n = len(frame_shot)
-    a = 0
-    while a < n:
-        if frame_shot[a] < 0:
-            a += 1
-            continue
-        e = a
-        while e < n and frame_shot[e] == frame_shot[a]:
-            e += 1
-        out += [(a + u, a + v, e) for u, v in _windows(e - a, t, overlap)]
-        a = e
-    return out
+def _shot_windows(shots: list[tuple[int, int]], t: int, overlap: bool = False) -> list[tuple[int, int, int]]:
+    """Windows (start, stop, shot stop) laid out shot by shot: `_windows` over each shot's frames [a, b);
+    transition frames belong to no window."""
+    return [(a + u, a + v, b) for a, b in shots for u, v in _windows(b - a, t, overlap)]
 
 
 def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | None = None,
@@ -161,11 +149,11 @@ def generate_batch(model: Model, jobs: list[Job], *, sampler: SamplerConfig | No
         grid = render_grid(small, grid=cfg.room) if job.grid_frames is None else np.asarray(job.grid_frames)
         if grid.shape != (n, s.height, s.width, 3):
             raise OmniDirectorError(f"job {i}: grid frames {grid.shape}, expected {(n, s.height, s.width, 3)}")
+        shots = small.shots()
         frame_shot = np.full(n, -1, np.int64)
-        for shot, (a, b) in enumerate(small.shots()):
+        for shot, (a, b) in enumerate(shots):
             frame_shot[a:b] = shot
-        prepared.append({"n": n, "grid": grid, "frame_shot": frame_shot,
-                         "windows": _shot_windows(frame_shot, t, overlap),
+        prepared.append({"n": n, "grid": grid, "frame_shot": frame_shot, "windows": _shot_windows(shots, t, overlap),
                          "first": _resize(image, s.height, s.width),
                          "out": np.zeros((n, s.height, s.width, 3), np.uint8)})
     tokenizer = load_tokenizer(cfg.data.tokenizer or None)
