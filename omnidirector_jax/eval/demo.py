@@ -70,13 +70,13 @@ def _verdict(summary: dict, rows: list[dict]) -> dict:
     paired = {m: {"grid_better": sum(r["grid"][m] < r["no_grid"][m] for r in rows),
                   "blanked_better": sum(r["grid"][m] > r["no_grid"][m] for r in rows)} for m in ("RRE", "RTE")}
     return {"rre_lower_with_grid": g["RRE"] < b["RRE"], "rte_lower_with_grid": g["RTE"] < b["RTE"],
-            "multi_shot_tem_pre": multi.get("Tem-Pre"), "paired": paired,
+            "multi_shot_tem_pre": multi.get("Tem-Pre"), "paired": paired, "trajectories": len(rows),
             "follows": bool(g["RRE"] < b["RRE"] and g["RTE"] < b["RTE"])}
 
 
 def paired_line(verdict: dict) -> str:
     """'RRE lower with the grid in 12 of 20 trajectories (7 higher), RTE ...'."""
-    n = verdict.get("trajectories")
+    n = verdict["trajectories"]
     return ", ".join(f"{m} lower with the grid in {c['grid_better']} of {n} trajectories ({c['blanked_better']} "
                      "higher)" for m, c in verdict["paired"].items())
 
@@ -143,7 +143,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", *, checkpoint: str | None = N
         if hist:
             plot_curves(out / "loss.png", {"loss": ([h["step"] for h in hist], [h["loss"] for h in hist])},
                         title="training loss of the shipped model")
-    verdict = _verdict(result["summary"], result["rows"]) | {"trajectories": len(jobs)}
+    verdict = _verdict(result["summary"], result["rows"])
     report = {"model": model.source, "config": model.cfg.to_dict(), "sampler": dataclasses.asdict(model.cfg.sampler),
               "trajectories": len(jobs), "frames": frames, "seed": seed, "summary": result["summary"],
               "leakage": result.get("leakage"), "verdict": verdict, "paper": PAPER, "rows": result["rows"],
