@@ -118,3 +118,19 @@ def test_bench_sample(capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["batch"] == 2 and r["forward_batch"] == 4 and r["compilations"] == 1
     assert all(v >= 0 for v in r["seconds"].values()) and r["step_over_forward"] > 0
+
+
+def test_demo_verdict_pairs_each_trajectory():
+    """The paired count on hand-made rows: one unposed video swings the mean, not the count."""
+    from omnidirector_jax.eval.demo import _verdict, paired_line
+
+    def row(g_rre, b_rre, g_rte=10.0, b_rte=10.0):
+        return {"class": "pan", "grid": {"RRE": g_rre, "RTE": g_rte}, "no_grid": {"RRE": b_rre, "RTE": b_rte}}
+
+    rows = [row(1.0, 12.0), row(2.0, 15.0), row(180.0, 10.0, 90.0, 20.0), row(5.0, 5.0)]
+    summary = {"grid": {"all": {"RRE": 47.0, "RTE": 30.0}}, "no_grid": {"all": {"RRE": 10.5, "RTE": 12.5}}}
+    v = _verdict(summary, rows)
+    assert v["paired"] == {"RRE": {"grid_better": 2, "blanked_better": 1},
+                           "RTE": {"grid_better": 0, "blanked_better": 1}}
+    assert not v["rre_lower_with_grid"] and v["trajectories"] == 4
+    assert paired_line(v).startswith("RRE lower with the grid in 2 of 4 trajectories (1 higher)")
