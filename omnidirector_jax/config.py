@@ -137,6 +137,12 @@ class ModelConfig:
     # grid_reader: also say per frame whether it is a cut (a white grid frame, supervised by the clip's cuts);
     # after a cut the reference shows another shot, so the x0 skip of later frames fades to zero latents.
     reader_shot_gate: bool = False
+    # grid_reader: also the homography of the plane at infinity (the rotation) and the reference's relative inverse
+    # depth from a small CNN (models/grid_reader.DepthNet, `depth_channels` wide), so a translation moves near
+    # things more than far ones (parallax) instead of warping one plane; the depth is learnt from the true
+    # cameras' warp of the reference onto each frame (train.depth_weight, photometric L1).
+    reader_depth: bool = False
+    depth_channels: int = 32
     trainable: str = "all"  # all | self_attention (wan: freeze all but self-attention and the new parameters)
 
     @property
@@ -219,6 +225,8 @@ class TrainConfig:
     drop_grid_prob: float = 0.1  # grid condition blanked to black (CFG's unconditional branch)
     drop_text_prob: float = 0.1  # text replaced by the empty prompt
     reader_weight: float = 1.0  # model.grid_reader: weight of its corner loss (normalised image coordinates)
+    depth_weight: float = 1.0  # model.reader_depth: weight of the photometric loss that teaches the depth
+    depth_label_weight: float = 1.0  # ... and of the L1 on log depth where the records hold depth (synthetic)
     preview_every: int = 0  # PNG of grids and a generated preview every N steps (0: off)
     preview_steps: int = 8  # sampling steps of the preview
 
@@ -268,7 +276,7 @@ class CheckpointConfig:
 class InitConfig:
     """Where the parameters start."""
 
-    from_: str = ""  # an Orbax checkpoint of converted weights (e.g. `omnidirector convert-wan`)
+    from_: str = ""  # converted weights (Orbax, e.g. `omnidirector convert-wan`) or a model export to fine-tune
 
 
 @dataclass
@@ -582,6 +590,9 @@ def validate(cfg: Config, num_devices: int | None = None) -> None:
                           f"{m.reader_channels}, {m.reader_hidden}, {m.reader_plane_depth}, {m.reader_unshuffle})")
     if m.reader_shot_gate and not m.grid_reader:
         raise ConfigError("model.reader_shot_gate needs model.grid_reader")
+    if m.reader_depth and (not m.grid_reader or m.depth_channels < 1):
+        raise ConfigError(f"model.reader_depth needs model.grid_reader and depth_channels >= 1 "
+                          f"(got grid_reader {m.grid_reader}, depth_channels {m.depth_channels})")
     if m.grid_reader and s.vae_temporal != 1:
         raise ConfigError(f"model.grid_reader reads one grid frame per video frame: shape.vae_temporal must be 1, "
                           f"got {s.vae_temporal}")

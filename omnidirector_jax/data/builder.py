@@ -159,7 +159,7 @@ def synthetic_record(config: BuildConfig, index: int) -> R.ClipRecord:
     fps = float(config.fps or 25.0)
     traj, cls, shot_classes, camera = random_trajectory(rng, config.frames, config.height, config.width, fps)
     world = dataclasses.replace(WorldConfig(), supersample=config.supersample)
-    frames = render_trajectory(traj, seed=seed, config=world)
+    frames, depth = render_trajectory(traj, seed=seed, config=world, with_depth=True)
     hue = _HUES[int(np.random.default_rng([seed]).random() * len(_HUES)) % len(_HUES)]  # shot 0's room hue
     caption = f"a procedurally generated room with textured walls, boxes and spheres, in {hue} tones"
     if len(shot_classes) > 1:
@@ -174,7 +174,9 @@ def synthetic_record(config: BuildConfig, index: int) -> R.ClipRecord:
         ref_image=frames[0].copy(), caption=caption, camera_prompt="",
         meta={"source": "synthetic", "index": index, "seed": seed, "base_seed": config.seed, "class": cls,
               "shot_classes": shot_classes, "camera": camera, "fps": fps, "estimator": "ground-truth",
-              "frame_range": [0, config.frames], "valid": valid})
+              "frame_range": [0, config.frames], "valid": valid,
+              # camera-z depth per frame and pixel (world units): teaches model.reader_depth its depth net
+              "depth": depth.astype(np.float16)})
 
 
 # ----------------------------------------------------------------------------------------- video inputs

@@ -21,6 +21,7 @@ Host batch of b = batch_size // process_count examples (the contract the train s
     text_ids   int32   [b, L];  text_mask bool [b, L]  (L = model.text_len; caption, then camera prompt)
     index      int64   [b]     the record's index in the dataset
     latents, ref_latent        only when the records hold them (the first latent_frames latent frames)
+    ref_depth  float32 [b, H, W]  only with model.reader_depth: the reference's camera-z depth (NaN: unknown)
 
 Only the T cropped frames are decoded, JPEG frames at least twice the target size are decoded at a reduced
 scale by libjpeg (`IMREAD_REDUCED_*`), and colour comes out as RGB from the decoder; the per-example cost is
@@ -259,8 +260,9 @@ class DecodeClip(grain.transforms.MapWithIndex):
     process count like Grain's `random_map`, without building a NumPy Generator per example (~30 us)."""
 
     def __init__(self, frames: int, height: int, width: int, text_len: int, latent_frames: int,
-                 tokenizer: str | None, seed: int, reference: str = "first") -> None:
+                 tokenizer: str | None, seed: int, reference: str = "first", depth: bool = False) -> None:
         self.frames, self.hw, self.text_len, self.seed = frames, (height, width), text_len, seed
+        self.depth = depth  # add `ref_depth`: the reference's camera-z depth map (NaN where the record has none)
         self.window_reference = reference == "window"
         self.overlap_reference = reference == "overlap"
         self.latent_frames, self.tokenizer_dir = latent_frames, tokenizer
@@ -312,12 +314,16 @@ class DecodeClip(grain.transforms.MapWithIndex):
             decode_image(clip.frame(start + i), self.hw, flag, raw_hw, jpeg, video[i], src_hw)
         # The reference image is usually frame 0: decode it once when the crop starts there. `window`: the frame
         # before the crop, `overlap`: the crop's first frame (a record that gives its own reference image keeps it).
+        ref_frame = None  # the clip frame the reference image is, if it is one
         if clip.ref_is_frame0 and self.window_reference and start > 0:
             decode_image(clip.frame(start - 1), self.hw, flag, raw_hw, jpeg, ref, src_hw)
+            ref_frame = start - 1
         elif clip.ref_is_frame0 and (start == 0 or self.overlap_reference):
             ref[...] = video[0]
+            ref_frame = start
         else:
             decode_image(clip.ref_image, self.hw, flag, raw_hw, jpeg, ref, src_hw)
+            ref_frame = 0 if clip.ref_is_frame0 else None
         sl = slice(start, start + t)
         text = clip.caption if not clip.camera_prompt else f"{clip.caption} {clip.camera_prompt}"
         ids, mask = self._tokenize(text)
@@ -333,6 +339,8 @@ class DecodeClip(grain.transforms.MapWithIndex):
             "text_mask": mask,
             "index": np.int64(index),
         }
+        if self.depth:
+            out["ref_depth"] = reference_depth(clip, ref_frame, self.hw)
         if clip.latents is not None:
             if clip.latents.shape[0] < self.latent_frames:
                 raise OmniDirectorError(f"record {clip.id!r} has {clip.latents.shape[0]} latent frames, the config "
@@ -341,6 +349,19 @@ class DecodeClip(grain.transforms.MapWithIndex):
         if clip.ref_latent is not None:
             out["ref_latent"] = np.asarray(clip.ref_latent)
         return out
+
+
+def reference_depth(clip: Any, frame: int | None, hw: tuple[int, int]) -> np.ndarray:
+    """Camera-z depth (H, W) float32 of clip frame `frame` at size `hw` (nearest pixel: depth is not averaged
+    across edges), NaN where unknown (no depth in the record, or a reference image that is no frame)."""
+    if clip.depth is None or frame is None:
+        return np.full(hw, np.nan, np.float32)
+    depth = np.asarray(clip.depth[frame], np.float32)
+    if depth.shape != hw:
+        import cv2
+
+        depth = cv2.resize(depth, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
+    return depth
 
 
 class DecodeBatch(grain.transforms.MapWithIndex):
@@ -455,7 +476,8 @@ def make_dataset(cfg: Config, data_dir: str | Path, *, seed: int | None = None, 
     b = cfg.shape.batch_size // process_count
     s = cfg.shape
     decode = DecodeClip(s.frames, s.height, s.width, cfg.model.text_len, s.latent_frames,
-                        cfg.data.tokenizer or None, seed + 1, cfg.data.reference)
+                        cfg.data.tokenizer or None, seed + 1, cfg.data.reference,
+                        depth=getattr(cfg.model, "reader_depth", False))
     ds = (grain.MapDataset.source(source)
           .map_with_index(_TagIndex(len(source)))
           .pipe(_shuffle, seed=seed)

@@ -25,7 +25,8 @@ class ClipView:
 
     `frame(i)`: the stored bytes of frame i, a `frame_hw` image in `image_format` ("jpeg" | "png" | "raw");
     w2c (T,3,4); K (T,3,3) in pixels of `frame_hw`; dist (T,4); cuts: transition frame indices; valid (T,) bool;
-    ref_image: its stored bytes (`ref_is_frame0`: the same bytes as frame 0); latents / ref_latent or None.
+    ref_image: its stored bytes (`ref_is_frame0`: the same bytes as frame 0); latents / ref_latent or None;
+    depth: camera-z depth (T, H, W) of `frame_hw` where the builder knew it (synthetic clips), else None.
     """
 
     id: str
@@ -45,6 +46,7 @@ class ClipView:
     camera_prompt: str
     latents: np.ndarray | None = None
     ref_latent: np.ndarray | None = None
+    depth: np.ndarray | None = None
 
     def frame(self, i: int) -> memoryview:
         return _span(self.payload, self.frame_spans[i])
@@ -88,7 +90,8 @@ def read_clip(raw: bytes) -> ClipView:
             ref_image=_span(payload, spans[0] if ref == "frame0" else ref), ref_is_frame0=ref == "frame0",
             caption=header["caption"], camera_prompt=header["camera_prompt"],
             latents=_array(payload, arrays["latents"]) if "latents" in arrays else None,
-            ref_latent=_array(payload, arrays["ref_latent"]) if "ref_latent" in arrays else None)
+            ref_latent=_array(payload, arrays["ref_latent"]) if "ref_latent" in arrays else None,
+            depth=_array(payload, header["meta_arrays"]["depth"]) if "depth" in header["meta_arrays"] else None)
     except OmniDirectorError:
         raise
     except (KeyError, TypeError, IndexError, ValueError) as err:

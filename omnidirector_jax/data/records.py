@@ -23,7 +23,8 @@ field              type                        meaning
 ``text_embedding`` optional array              precomputed text-encoder output
 ``meta``           dict                        JSON values plus NumPy arrays; always ``valid`` (T,) bool
                                                (per-frame pose validity); builders add ``source``, ``fps``,
-                                               ``shot``, ``estimator``, ``frame_range``, ``seed``, ``class``
+                                               ``shot``, ``estimator``, ``frame_range``, ``seed``, ``class``;
+                                               synthetic clips ``depth`` (T,H,W) float16 (camera z per pixel)
 =================  ==========================  ===============================================================
 
 Byte layout of an encoded record (version :data:`SCHEMA_VERSION`)::

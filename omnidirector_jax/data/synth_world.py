@@ -308,6 +308,24 @@ def _render_batch(w2c: jax.Array, K: jax.Array, world: tuple, seed: jax.Array, *
     return jax.lax.map(one, (w2c, K), batch_size=batch_size)
 
 
+@partial(jax.jit, static_argnames=("height", "width"))
+def _depth_batch(w2c: jax.Array, K: jax.Array, world: tuple, *, height: int, width: int) -> jax.Array:
+    """Camera-z depth (world units) of the surface seen through every pixel centre, (N, H, W) float32."""
+    ys, xs = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32), jnp.arange(width, dtype=jnp.float32),
+                          indexing="ij")
+    pix = jnp.stack([xs, ys, jnp.ones_like(xs)], -1).reshape(-1, 3)
+
+    def one(args):
+        pose, intr = args
+        rot, trans = pose[:, :3], pose[:, 3]
+        dirs = pix @ jnp.linalg.inv(intr).T @ rot  # camera z = 1, turned to the world
+        norm = jnp.linalg.norm(dirs, axis=-1)
+        t_hit, _, _ = _intersect(-rot.T @ trans, dirs / norm[:, None], world)
+        return (t_hit / norm).reshape(height, width)  # distance along the unit ray -> camera z
+
+    return jax.lax.map(one, (w2c, K), batch_size=2)
+
+
 def render_world_frames(world: World, w2c: np.ndarray, K: np.ndarray, height: int, width: int,
                         config: WorldConfig = WorldConfig()) -> np.ndarray:
     """Render ``w2c (N,3,4)`` with ``K (N,3,3)`` in one world → (N, H, W, 3) uint8."""
@@ -366,9 +384,27 @@ def frame_sources(traj: Trajectory) -> tuple[np.ndarray, np.ndarray]:
     return shot_of, cam_of
 
 
+def render_world_depth(world: World, w2c: np.ndarray, K: np.ndarray, height: int, width: int,
+                       config: WorldConfig = WorldConfig()) -> np.ndarray:
+    """Camera-z depth (world units) of ``w2c (N,3,4)`` / ``K (N,3,3)`` in one world at pixel centres, (N, H, W)
+    float32: what :func:`render_world_frames` draws is at that depth (its supersampled rays average around it)."""
+    num, chunk = w2c.shape[0], config.frames_per_call
+    arrays = tuple(jnp.asarray(a) for a in world.arrays())
+    out = []
+    for start in range(0, num, chunk):
+        stop = min(start + chunk, num)
+        pad = chunk - (stop - start)
+        pw = np.concatenate([w2c[start:stop], np.repeat(w2c[stop - 1:stop], pad, 0)]).astype(np.float32)
+        pk = np.concatenate([K[start:stop], np.repeat(K[stop - 1:stop], pad, 0)]).astype(np.float32)
+        out.append(np.asarray(_depth_batch(pw, pk, arrays, height=height, width=width))[: stop - start])
+    return np.concatenate(out)
+
+
 def render_trajectory(traj: Trajectory, *, seed: int = 0, size: tuple[int, int] | None = None,
-                      config: WorldConfig = WorldConfig(), progress: bool = False) -> np.ndarray:
-    """Render the procedural world along ``traj`` → (T, H, W, 3) uint8 RGB frames.
+                      config: WorldConfig = WorldConfig(), progress: bool = False, with_depth: bool = False
+                      ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Render the procedural world along ``traj`` → (T, H, W, 3) uint8 RGB frames, and with ``with_depth`` also
+    their camera-z depth maps (T, H, W) float32 (:func:`render_world_depth`).
 
     ``size`` (H, W) resizes the trajectory's intrinsics first. The cameras of the video are exactly the
     trajectory's (cut frames: see :func:`frame_sources`).
@@ -382,6 +418,7 @@ def render_trajectory(traj: Trajectory, *, seed: int = 0, size: tuple[int, int] 
     K = traj.intrinsics()
     shot_of, cam_of = frame_sources(traj)
     frames = np.zeros((traj.num_frames, traj.height, traj.width, 3), dtype=np.uint8)
+    depth = np.zeros((traj.num_frames, traj.height, traj.width), dtype=np.float32) if with_depth else None
     iterator = range(len(worlds))
     if progress:
         from tqdm.auto import tqdm
@@ -392,4 +429,7 @@ def render_trajectory(traj: Trajectory, *, seed: int = 0, size: tuple[int, int] 
         log.info("shot %d: rendering %d frames at %dx%d", s, idx.size, traj.width, traj.height)
         frames[idx] = render_world_frames(worlds[s], traj.w2c[cam_of[idx]], K[cam_of[idx]], traj.height,
                                           traj.width, config)
-    return frames
+        if with_depth:
+            depth[idx] = render_world_depth(worlds[s], traj.w2c[cam_of[idx]], K[cam_of[idx]], traj.height,
+                                            traj.width, config)
+    return (frames, depth) if with_depth else frames

@@ -32,7 +32,7 @@ from flax import nnx
 from omnidirector_jax.config import ModelConfig, ShapeConfig
 from omnidirector_jax.errors import OmniDirectorError
 from omnidirector_jax.models.attention import attention
-from omnidirector_jax.models.grid_reader import GridReader, same_shot, unshuffle, warp_reference
+from omnidirector_jax.models.grid_reader import DepthNet, GridReader, same_shot, unshuffle, warp_reference
 from omnidirector_jax.parallel.rules import constrain
 
 Names = tuple[str | None, ...]
@@ -327,8 +327,12 @@ class MMDiT(nnx.Module):
         # model.grid_reader: the grid's homographies, and the warped reference's patches on the video tokens
         s = cfg.reader_unshuffle
         self.grid_reader = (GridReader(cfg.latent_channels // (s * s), cfg.reader_channels, cfg.reader_hidden,
-                                       rngs=rngs, param_dtype=_dtype(cfg.param_dtype), shot_gate=cfg.reader_shot_gate)
+                                       rngs=rngs, param_dtype=_dtype(cfg.param_dtype), shot_gate=cfg.reader_shot_gate,
+                                       far_plane=cfg.reader_depth)
                             if cfg.grid_reader else None)
+        # model.reader_depth: the reference's relative depth, so translations warp with parallax
+        self.depth_net = (DepthNet(cfg.latent_channels // (s * s), cfg.depth_channels, rngs=rngs,
+                                   param_dtype=_dtype(cfg.param_dtype)) if cfg.reader_depth else None)
         self.base_embed = PatchEmbed3D(cfg, rngs=rngs, zero_init=True) if cfg.grid_reader else None
         self.text_in = Linear((cfg.text_dim,), (d,), ("text_embed", "embed"), **kw)
         self.pooled_in1 = Linear((cfg.text_dim,), (d,), ("text_embed", "embed"), **kw)
@@ -392,18 +396,25 @@ class MMDiT(nnx.Module):
 
     def read_grid(self, latents: jax.Array) -> dict[str, jax.Array]:
         """`[ref r | grid v | video v]` latents -> corners [B, v, 4, 2] read from grid frames (0, i), and the
-        reference (frame 0) warped by them, base [B, v, H, W, C] float32."""
+        reference (frame 0) warped by them, base [B, v, H, W, C] float32; with `reader_depth` also `far_corners`
+        [B, v, 4, 2] (the plane at infinity) and `depth_scale` [B, H, W] (the reference's relative inverse
+        depth), and the warp has parallax."""
         r = self.cfg.segment_ref_frames
         v = (latents.shape[1] - r) // 2
         s = self.cfg.reader_unshuffle
         grid = unshuffle(latents[:, r:r + v].astype(jnp.float32), s)
-        corners, cut_logits = self.grid_reader.read(grid[:, 0], grid)
-        base = warp_reference(latents[:, 0].astype(jnp.float32), corners, s)
+        corners, cut_logits, far = self.grid_reader.read(grid[:, 0], grid)
+        reference = latents[:, 0].astype(jnp.float32)
+        out = {"corners": corners}
+        if self.depth_net is not None:
+            out["far_corners"] = far
+            out["depth_scale"] = self.depth_net(unshuffle(reference, s))
+        base = warp_reference(reference, corners, s, far, out.get("depth_scale"))
         if cut_logits is None:
-            return {"corners": corners, "base": base}
+            return {**out, "base": base}
         # After a cut the reference shows another shot: the skip then starts from nothing (zero latents).
         gate = same_shot(cut_logits)
-        return {"corners": corners, "base": base * gate[:, :, None, None, None], "cut_logits": cut_logits}
+        return {**out, "base": base * gate[:, :, None, None, None], "cut_logits": cut_logits}
 
     def _grid_tokens(self, latents: jax.Array) -> jax.Array:
         """`[ref r | grid v | video v]` latents [B, F, H, W, C] -> [B, N, D]: the grid frames' patches through

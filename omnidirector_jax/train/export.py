@@ -20,15 +20,15 @@ from omnidirector_jax.config import Config, config_from_dict
 from omnidirector_jax.errors import OmniDirectorError
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+def flatten_params(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     out = {}
     for key, value in tree.items():
         name = f"{prefix}/{key}" if prefix else str(key)
-        out.update(_flatten(value, name) if isinstance(value, dict) else {name: np.asarray(value)})
+        out.update(flatten_params(value, name) if isinstance(value, dict) else {name: np.asarray(value)})
     return out
 
 
-def _unflatten(flat: dict[str, np.ndarray]) -> dict:
+def unflatten_params(flat: dict[str, np.ndarray]) -> dict:
     tree: dict = {}
     for name, value in flat.items():
         node = tree
@@ -86,7 +86,7 @@ def write_export(cfg: Config, params: Any, out_dir: str | Path, *, dtype: str = 
                  training: dict | None = None) -> Path:
     """params.npz (cast to `dtype`), config.json and training.json in `out_dir`."""
     out_dir = Path(out_dir)
-    flat = {k: np.asarray(v).astype(dtype) for k, v in _flatten(jax.device_get(params)).items()}
+    flat = {k: np.asarray(v).astype(dtype) for k, v in flatten_params(jax.device_get(params)).items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / "params.npz", **flat)
     (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2), encoding="utf-8")
@@ -103,4 +103,4 @@ def load_export(path: str | Path) -> tuple[Config, dict[str, Any]]:
     cfg = config_from_dict(json.loads((path / "config.json").read_text(encoding="utf-8")))
     with np.load(path / "params.npz") as data:
         flat = {k: data[k].astype(cfg.model.param_dtype) for k in data.files}
-    return cfg, _unflatten(flat)
+    return cfg, unflatten_params(flat)

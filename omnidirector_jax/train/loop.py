@@ -70,20 +70,49 @@ def check_batch(cfg: Config, batch: dict[str, np.ndarray]) -> None:
 
 
 def load_init_params(cfg: Config, abstract_params: Any) -> Any | None:
-    """Starting parameters from `init.from` (a converted checkpoint's `params` item), or None."""
+    """Starting parameters from `init.from`, or None: a converted checkpoint's `params` item (Orbax, every
+    parameter), or a model export (`params.npz`, e.g. the shipped model) to fine-tune: its parameters where
+    the model has them, the fresh initialisation for parameters it lacks (a part the config adds)."""
     if not cfg.init.from_:
         return None
     import orbax.checkpoint as ocp
 
-    path = Path(cfg.init.from_).resolve() / "params"
+    folder = Path(cfg.init.from_).resolve()
+    if (folder / "params.npz").is_file():
+        return _params_from_export(cfg, folder)
+    path = folder / "params"
     if not path.exists():
-        raise TrainingError(f"init.from: no converted parameters at {path}")
+        raise TrainingError(f"init.from: no converted parameters (params/) or model export (params.npz) at {folder}")
     target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), abstract_params)
     try:
         return ocp.StandardCheckpointer().restore(path, target)
     except (ValueError, KeyError) as err:
         raise TrainingError(f"init.from: parameters in {path} do not fit model {cfg.name}: "
                             f"{str(err).splitlines()[0]}") from None
+
+
+def _params_from_export(cfg: Config, folder: Path) -> dict:
+    from flax import nnx
+
+    from omnidirector_jax.train.export import flatten_params, load_export, unflatten_params
+    from omnidirector_jax.train.state import create_model
+
+    _, exported = load_export(folder)
+    given = flatten_params(exported)
+    fresh = flatten_params(nnx.state(create_model(cfg.model, cfg.train.seed)).to_pure_dict())
+    unknown = sorted(set(given) - set(fresh))
+    if unknown:
+        raise TrainingError(f"init.from: {folder} holds parameters model {cfg.name} does not have: "
+                            f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
+    wrong = [f"{k} {given[k].shape} vs {fresh[k].shape}" for k in fresh
+             if k in given and given[k].shape != fresh[k].shape]
+    if wrong:
+        raise TrainingError(f"init.from: {folder} parameters of another shape than model {cfg.name}'s: "
+                            f"{'; '.join(wrong[:3])}")
+    new = sorted(set(fresh) - set(given))
+    log.info("init.from %s: %d parameters loaded, %d initialised fresh%s", folder, len(given), len(new),
+             f" ({', '.join(new)})" if new else "")
+    return unflatten_params({k: given[k].astype(v.dtype) if k in given else v for k, v in fresh.items()})
 
 
 class _Preemption:

@@ -36,6 +36,7 @@ from omnidirector_jax.train.state import State, StateLayout, learning_rate_sched
 
 Batch = dict[str, jax.Array]
 STEP_KEYS = ("frames", "ref_image", "w2c", "K", "frame_shot", "text_ids", "text_mask")
+OPTIONAL_STEP_KEYS = ("ref_depth",)  # model.reader_depth: the reference's camera-z depth, teaches the depth net
 
 
 def _to_unit(frames: jax.Array) -> jax.Array:
@@ -90,19 +91,55 @@ def reader_targets(cfg: Config, batch: Batch, spacing: jax.Array, drop_grid: jax
     frame 0, or cut frames, carry no target (weight 0).
 
     Returns reader_corners [B, T, 4, 2], reader_weight [B, T], reader_cut [B, T] (1 on a drawn cut frame), all
-    float32."""
+    float32; with `model.reader_depth` also reader_far [B, T, 4, 2] (the plane at infinity, unmoved where the grid
+    was blanked), and the true cameras' corners for the depth's photometric loss: depth_near, depth_far
+    [B, T, 4, 2] and depth_valid [B, T] (the frame is in frame 0's shot and posed; the grid plays no part);
+    given the batch's `ref_depth` [B, H, W] (camera z), depth_label [B, H, W] = log(near plane z / z), the log of
+    the depth net's true scale, and depth_label_mask [B, H, W] (1 where the depth is known)."""
     s = cfg.shape
-    corners = jax.vmap(lambda w2c, K, sp: grid_reader.plane_corners(
-        w2c, K, sp, cfg.model.reader_plane_depth, height=s.height, width=s.width))(
-        batch["w2c"].astype(jnp.float32), batch["K"].astype(jnp.float32), spacing)
+
+    def corners_at(depth):
+        c = jax.vmap(lambda w2c, K, sp: grid_reader.plane_corners(w2c, K, sp, depth, height=s.height,
+                                                                  width=s.width))(
+            batch["w2c"].astype(jnp.float32), batch["K"].astype(jnp.float32), spacing)
+        return jnp.nan_to_num(c)
+
+    corners = corners_at(cfg.model.reader_plane_depth)
     still = jnp.broadcast_to(jnp.asarray(grid_reader.CORNERS, jnp.float32), corners.shape)
-    corners = _choose(drop_grid, still, corners)
     shot = batch["frame_shot"]
     same = (shot == shot[:, :1]) & (shot[:, :1] >= 0) & jnp.isfinite(batch["w2c"]).all(axis=(2, 3))
     weight = jnp.where(drop_grid[:, None], True, same).astype(jnp.float32)
     # Cut frames are drawn white; a blanked grid shows none.
     cut = ((shot < 0) & ~drop_grid[:, None]).astype(jnp.float32)
-    return {"reader_corners": jnp.nan_to_num(corners), "reader_weight": weight, "reader_cut": cut}
+    out = {"reader_corners": _choose(drop_grid, still, corners), "reader_weight": weight, "reader_cut": cut}
+    if cfg.model.reader_depth:
+        far = corners_at(jnp.inf)
+        out.update(reader_far=_choose(drop_grid, still, far), depth_near=corners, depth_far=far,
+                   depth_valid=same.astype(jnp.float32))
+        if "ref_depth" in batch:  # the record's depth: the depth net's scale is the near plane's depth over it
+            z = batch["ref_depth"].astype(jnp.float32)
+            known = jnp.isfinite(z) & (z > 1e-3)
+            near_z = cfg.model.reader_plane_depth * spacing.astype(jnp.float32)[:, None, None]
+            out.update(depth_label=jnp.where(known, jnp.log(near_z / jnp.where(known, z, 1.0)), 0.0),
+                       depth_label_mask=known.astype(jnp.float32))
+    return out
+
+
+def depth_photometric_loss(reference: jax.Array, frames: jax.Array, near: jax.Array, far: jax.Array,
+                           depth_scale: jax.Array, valid: jax.Array, s: int) -> jax.Array:
+    """Mean |reference warped onto frame i by the true cameras with the predicted depth − frame i| over the
+    pixels whose source lies in the reference, and valid frames (a monocular-depth loss with known motion).
+
+    reference [B, h, w, C], frames [B, T, h, w, C] latents (unshuffled by `s` to pixels), near/far [B, T, 4, 2],
+    depth_scale [B, H, W], valid [B, T] -> []."""
+    ref_px = grid_reader.unshuffle(reference.astype(jnp.float32), s)
+    target = grid_reader.unshuffle(frames.astype(jnp.float32), s)
+    hn, hf = grid_reader.corners_to_homography(near), grid_reader.corners_to_homography(far)
+    warped, inside = jax.vmap(lambda img, a, b, sc: jax.vmap(
+        lambda x, y: grid_reader.warp_depth(img, x, y, sc))(a, b))(ref_px, hn, hf, depth_scale)
+    mask = inside.astype(jnp.float32) * valid[:, :, None, None]
+    err = jnp.abs(warped - target).mean(-1)
+    return jnp.sum(err * mask) / jnp.maximum(mask.sum(), 1.0)
 
 
 def flow_loss(model: nnx.Module, inputs: dict[str, jax.Array], key: jax.Array, cfg: Config
@@ -132,8 +169,24 @@ def flow_loss(model: nnx.Module, inputs: dict[str, jax.Array], key: jax.Array, c
         w = inputs["reader_weight"]
         corner_err = jnp.square(aux["corners"] - inputs["reader_corners"]).sum(axis=(2, 3))  # [B, T]
         reader_loss = jnp.sum(corner_err * w) / jnp.maximum(w.sum(), 1.0)
+        if "far_corners" in aux:
+            far_err = jnp.square(aux["far_corners"] - inputs["reader_far"]).sum(axis=(2, 3))
+            reader_loss = reader_loss + jnp.sum(far_err * w) / jnp.maximum(w.sum(), 1.0)
         metrics["loss_reader"] = reader_loss
         loss = loss + t_cfg.reader_weight * reader_loss
+    if "depth_scale" in aux:  # model.reader_depth: the depth that makes the true cameras' warp match the frames
+        valid = inputs["depth_valid"] * (1.0 - inputs["recon"].astype(jnp.float32))[:, None]
+        depth_loss = depth_photometric_loss(inputs["ref"][:, 0], x0, inputs["depth_near"], inputs["depth_far"],
+                                            aux["depth_scale"], valid, cfg.model.reader_unshuffle)
+        metrics["loss_depth"] = depth_loss
+        metrics["depth_scale_mean"] = aux["depth_scale"].mean()
+        loss = loss + t_cfg.depth_weight * depth_loss
+        if "depth_label" in inputs:  # the record's depth (synthetic data): L1 on the log scale where known
+            m = inputs["depth_label_mask"]
+            label_err = jnp.abs(jnp.log(aux["depth_scale"]) - inputs["depth_label"])
+            label_loss = jnp.sum(label_err * m) / jnp.maximum(m.sum(), 1.0)
+            metrics["loss_depth_label"] = label_loss
+            loss = loss + t_cfg.depth_label_weight * label_loss
     if "cut_logits" in aux:  # model.reader_shot_gate: which frames are cuts (binary cross-entropy)
         logits, cut = aux["cut_logits"], inputs["reader_cut"]
         cut_loss = jnp.mean(jnp.maximum(logits, 0) - logits * cut + jnp.log1p(jnp.exp(-jnp.abs(logits))))
@@ -198,4 +251,4 @@ def step_batch(batch: dict[str, Any]) -> dict[str, Any]:
         from omnidirector_jax.errors import OmniDirectorError
 
         raise OmniDirectorError(f"training batch lacks {', '.join(missing)} (has {', '.join(sorted(batch))})")
-    return {k: batch[k] for k in STEP_KEYS}
+    return {k: batch[k] for k in STEP_KEYS + OPTIONAL_STEP_KEYS if k in batch}

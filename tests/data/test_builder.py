@@ -53,6 +53,9 @@ def test_synthetic_records_follow_the_contract(reference):
         assert rec.K[0, 0, 0] == pytest.approx(0.8 * 32) and rec.K[0, 0, 2] == pytest.approx(15.5)
         np.testing.assert_array_equal(rec.valid, rec.shot_index() >= 0)  # only cut frames lack a pose
         assert rec.caption.startswith("a procedurally generated room") and rec.meta["estimator"] == "ground-truth"
+        depth = rec.meta["depth"]  # camera z per pixel: inside the room, in front of the camera
+        assert depth.shape == (6, 32, 32) and depth.dtype == np.float16
+        assert np.all(depth > 0) and np.isfinite(depth).all()
         if rec.meta["class"] == "multi_shot":
             assert len(rec.cuts) == len(rec.meta["shot_classes"]) - 1 >= 1
         else:

@@ -324,3 +324,30 @@ def test_corrupt_frame_bytes_give_one_clear_error():
     for jpeg in (True, False):
         with pytest.raises(OmniDirectorError, match="could not be decoded"):
             pl.decode_image(b"\xff\xd8 not a jpeg", (32, 32), flag, jpeg=jpeg)
+
+
+@pytest.mark.parametrize("reference", ["first", "window", "overlap"])
+def test_reference_depth_follows_the_reference_frame(reference):
+    """With depth (model.reader_depth) each example carries its reference frame's depth map from the record's
+    `depth` meta array, resized to the batch size by nearest pixel; NaN for a record without depth."""
+    from omnidirector_jax.data import records
+
+    deep = tiny_record(1, frames=9, hw=(32, 32))
+    depth = (1.0 + np.arange(9, dtype=np.float32)[:, None, None] + np.zeros((9, 32, 32), np.float32))
+    depth[:, :, 16:] *= 2.0  # the right half twice as far
+    deep.meta["depth"] = depth.astype(np.float16)
+    decode = pl.DecodeClip(5, 16, 16, 8, 5, None, seed=3, reference=reference, depth=True)
+    starts = set()
+    for position in range(12):
+        ex = decode.map_with_index(position, (1, records.encode_record(deep, "png")))
+        start = int(round(ex["w2c"][0, 0, 3])) - 100
+        starts.add(start)
+        at = {"first": 0, "window": max(start - 1, 0), "overlap": start}[reference]
+        want = cv2.resize(depth[at], (16, 16), interpolation=cv2.INTER_NEAREST)
+        np.testing.assert_array_equal(ex["ref_depth"], want)
+        assert ex["ref_depth"].dtype == np.float32
+    assert len(starts) > 1
+    plain = decode.map_with_index(0, (0, records.encode_record(tiny_record(0), "png")))
+    assert plain["ref_depth"].shape == (16, 16) and np.isnan(plain["ref_depth"]).all()
+    without = pl.DecodeClip(5, 16, 16, 8, 5, None, seed=3, reference=reference)
+    assert "ref_depth" not in without.map_with_index(0, (1, records.encode_record(deep, "png")))

@@ -1,5 +1,7 @@
 """Grid reader: homography maths against OpenCV, the plane supervision against a float64 ray-plane intersection,
-the warp against cv2.warpPerspective, and its wiring into the MMDiT and the x0_residual skip."""
+the warp against cv2.warpPerspective, and its wiring into the MMDiT and the x0_residual skip; model.reader_depth:
+the two-plane warp with parallax against OpenCV's warp by the exact plane homography (float64), the depth net's
+start, the photometric loss that teaches it, and the warm start from a one-plane model."""
 
 import dataclasses
 from pathlib import Path
@@ -9,12 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from omnidirector_jax.config import ModelConfig, load_config
 from omnidirector_jax.diffusion import flow
 from omnidirector_jax.models import grid_reader as gr
 from omnidirector_jax.models import mmdit
 from omnidirector_jax.train.conditions import pixel_decode, pixel_encode
+from omnidirector_jax.train.step import depth_photometric_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -183,3 +187,118 @@ def test_shot_gate_fades_the_skip_after_a_cut():
 def test_shot_gate_needs_the_reader():
     with pytest.raises(Exception, match="reader_shot_gate"):
         load_config(ROOT / "configs" / "tiny_cpu.yaml", ["model.reader_shot_gate=true"])
+
+
+# model.reader_depth
+
+DH, DW, SPACING, NEAR = 48, 64, 1.0, 3.0
+K = np.array([[55.0, 0, 31.5], [0, 55.0, 23.5], [0, 0, 1]])
+
+
+def _cameras(t=(0.25, -0.1, 0.2), deg=3.0):
+    """Camera 0 at the origin; camera 1 turned `deg` about a tilted axis and moved by `t` (camera-0 units)."""
+    r1 = _rot([0.2, 1, 0.1], deg)
+    return np.stack([np.eye(3, 4), np.hstack([r1, r1 @ -np.asarray(t)[:, None]])])
+
+
+def _corners(w2c, depth):
+    """[2, 4, 2]: where frames 0 and 1's corners lie in frame 0, for the plane `depth` spacings ahead."""
+    args = (jnp.asarray(w2c, jnp.float32), jnp.asarray(np.stack([K, K]), jnp.float32), jnp.float32(SPACING))
+    return gr.plane_corners(*args, depth, height=DH, width=DW)
+
+
+def _homography(w2c, depth):
+    return gr.corners_to_homography(_corners(w2c, depth))[1]
+
+
+def _plane_truth(image, w2c, z):
+    """Frame 1 of a fronto-parallel plane at depth z (camera 0) textured with `image`: OpenCV's backward warp
+    by the exact float64 homography K (R + t nᵀ / z) K⁻¹ (frame 0 -> frame 1)."""
+    r, t = w2c[1, :, :3], w2c[1, :, 3]
+    h01 = K @ (r + np.outer(t, [0.0, 0.0, 1.0]) / z) @ np.linalg.inv(K)
+    return cv2.warpPerspective(image, np.linalg.inv(h01), (DW, DH), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REPLICATE)
+
+
+def _texture(seed=0):
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.uniform(0, 1, (DH, DW, 3)).astype(np.float32), (7, 7), 1.5)
+
+
+def test_a_plane_at_any_depth_warps_like_its_exact_homography():
+    """A plane at depth z has inverse-depth scale NEAR / z: the two-plane warp with that scale matches OpenCV's
+    warp by the plane's exact homography (first order: much closer than either plane alone), and scales 1 and
+    0 are the near plane's and the rotation's warps exactly."""
+    image, w2c = _texture(), _cameras()
+    near, far = _homography(w2c, NEAR), _homography(w2c, jnp.inf)
+    img = jnp.asarray(image)
+    for z in (1.5, 6.0, 30.0):
+        want = _plane_truth(image, w2c, z)
+        got, inside = gr.warp_depth(img, near, far, jnp.full((DH, DW), NEAR / z))
+        got, inside = np.asarray(got), np.asarray(inside)
+        assert inside[4:-4, 4:-4].mean() > 0.7
+        m = np.zeros((DH, DW), bool)
+        m[4:-4, 4:-4] = inside[4:-4, 4:-4]
+        err = np.abs(got - want)[m].mean()
+        one_plane = min(np.abs(np.asarray(gr.warp(img, h)) - want)[m].mean() for h in (near, far))
+        assert err < 0.01 and err < 0.25 * one_plane, (z, err, one_plane)
+    for scale, h in ((1.0, near), (0.0, far)):
+        got, _ = gr.warp_depth(img, near, far, jnp.full((DH, DW), scale))
+        np.testing.assert_allclose(np.asarray(got), np.asarray(gr.warp(img, h)), atol=1e-5)
+
+
+def test_depth_net_starts_at_the_near_plane_and_stays_bounded():
+    with nnx.use_eager_sharding(False):
+        net = gr.DepthNet(3, 8, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (2, 16, 12, 3))
+    np.testing.assert_allclose(np.asarray(net(x)), 1.0)
+    net.out[...] = 100.0 * jax.random.normal(jax.random.key(1), net.out.shape)
+    s = np.asarray(net(x))
+    assert s.shape == (2, 16, 12)
+    assert s.min() >= np.exp(-gr.DepthNet.BOUND) - 1e-6 and s.max() <= np.exp(gr.DepthNet.BOUND) + 1e-4
+    assert s.std() > 0.1  # it varies over the image
+
+
+def test_depth_reader_starts_as_the_one_plane_reader():
+    """reader_depth adds a far head (a change of the near corners, zero at init) and a depth net (scale 1 at
+    init): a model that gains them reads and warps as before, so it can be fine-tuned from one without."""
+    depth_cfg = dataclasses.replace(SMALL, reader_depth=True, depth_channels=8)
+    plain, deep = mmdit.create_model(SMALL), mmdit.create_model(depth_cfg)
+    latents, *_ = _inputs(SMALL)
+    a, b = plain.read_grid(latents), deep.read_grid(latents)
+    np.testing.assert_array_equal(np.asarray(b["far_corners"]), np.asarray(b["corners"]))
+    np.testing.assert_allclose(np.asarray(b["depth_scale"]), 1.0)
+    np.testing.assert_allclose(np.asarray(b["base"]), np.asarray(a["base"]), atol=1e-5)
+    # a trained far head and depth net: the base is the two-plane warp by what they read, not the one-plane warp
+    deep.grid_reader.far_head[...] = 0.05 * jax.random.normal(jax.random.key(2), deep.grid_reader.far_head.shape)
+    deep.depth_net.out[...] = jax.random.normal(jax.random.key(4), deep.depth_net.out.shape)
+    b = deep.read_grid(latents)
+    assert np.asarray(b["depth_scale"]).std() > 0.05
+    want = gr.warp_reference(latents[:, 0], b["corners"], 2, b["far_corners"], b["depth_scale"])
+    np.testing.assert_allclose(np.asarray(b["base"]), np.asarray(want), atol=1e-5)
+    assert np.abs(np.asarray(b["base"]) - np.asarray(a["base"])).max() > 1e-2
+
+
+def test_photometric_loss_is_lowest_at_the_true_depth():
+    """The loss that teaches the depth: for a plane at depth 6 (scale 0.5) it is lowest near 0.5 and its
+    gradient at the near plane's scale points there."""
+    image, w2c = _texture(1), _cameras(t=(0.3, 0.05, 0.25))
+    frames = np.stack([image, _plane_truth(image, w2c, 6.0)])
+    corners_near, corners_far = _corners(w2c, NEAR)[None], _corners(w2c, jnp.inf)[None]
+    valid = jnp.ones((1, 2))
+
+    def loss(scale):
+        return depth_photometric_loss(jnp.asarray(image)[None], jnp.asarray(frames)[None], corners_near,
+                                      corners_far, jnp.full((1, DH, DW), scale), valid, 1)
+
+    values = {s: float(loss(s)) for s in (0.0, 0.25, 0.5, 0.75, 1.0, 2.0)}
+    assert min(values, key=values.get) == 0.5, values
+    assert values[0.5] < 0.3 * values[1.0]
+    assert float(jax.grad(loss)(1.0)) > 0  # descending lowers the scale toward 0.5
+
+
+def test_reader_depth_config_is_checked():
+    with pytest.raises(Exception, match="reader_depth"):
+        load_config(ROOT / "configs" / "tiny_cpu.yaml", ["model.reader_depth=true"])
+    cfg = load_config(ROOT / "configs" / "demo_cpu.yaml", ["model.reader_depth=true"])
+    assert cfg.model.reader_depth and cfg.train.depth_weight == 1.0

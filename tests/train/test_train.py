@@ -300,3 +300,80 @@ def _reader_losses(cfg, metric="loss_reader", cut_at=None, steps=40):
         assert bool(metrics["finite"])
         seen.append(float(metrics[metric]))
     return np.mean(seen[:3]), np.mean(seen[-3:])
+
+
+def test_reader_depth_targets_and_loss_in_the_step():
+    """model.reader_depth: the far plane's target is the rotation's homography (plane at infinity, unmoved where
+    the grid is blanked); the true cameras' corners feed the photometric loss whatever the grid; one step
+    reports loss_depth and moves the depth net."""
+    from omnidirector_jax.models import grid_reader
+    from omnidirector_jax.train.step import reader_targets
+
+    cfg = small_cfg(*READER, "model.reader_depth=true", "model.depth_channels=8", "mesh.data=1",
+                    "train.self_recon_prob=0", devices=1)
+    ex = memory_data.examples(cfg, count=2)
+    batch = {"w2c": np.stack([e["w2c"] for e in ex]), "K": np.stack([e["K"] for e in ex]),
+             "frame_shot": np.zeros((2, cfg.shape.frames), np.int32)}
+    s = cfg.shape
+    spacing = np.array([0.5, 0.5], np.float32)
+    got = reader_targets(cfg, batch, spacing, np.array([False, True]))
+    for i in range(2):
+        far = grid_reader.plane_corners(batch["w2c"][i], batch["K"][i], spacing[i], np.inf, height=s.height,
+                                        width=s.width)
+        np.testing.assert_allclose(np.asarray(got["depth_far"][i]), np.asarray(far), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got["reader_far"][0]), np.asarray(got["depth_far"][0]))
+    np.testing.assert_array_equal(np.asarray(got["reader_far"][1]),
+                                  np.broadcast_to(np.asarray(grid_reader.CORNERS), (s.frames, 4, 2)))
+    assert np.abs(np.asarray(got["depth_near"][0]) - np.asarray(got["depth_far"][0])).max() > 1e-3  # a dolly
+    np.testing.assert_allclose(np.asarray(got["depth_near"][1]), np.asarray(got["depth_far"][1]), atol=1e-5)  # pan
+    np.testing.assert_array_equal(np.asarray(got["depth_valid"]), 1.0)
+    assert "depth_label" not in got  # no depth in the batch: the photometric loss alone
+    z = np.full((2, s.height, s.width), 2.0, np.float32)
+    z[0, :4] = np.nan  # unknown rows
+    z[1] *= 3.0
+    got = reader_targets(cfg, {**batch, "ref_depth": z}, spacing, np.array([False, True]))
+    want = np.log(cfg.model.reader_plane_depth * spacing[:, None, None] / z)  # near plane z over the true z
+    mask = np.isfinite(z)
+    np.testing.assert_array_equal(np.asarray(got["depth_label_mask"]), mask.astype(np.float32))
+    np.testing.assert_allclose(np.asarray(got["depth_label"])[mask], want[mask], rtol=1e-6)
+
+    mesh = make_mesh(cfg.mesh, jax.devices()[:1])
+    layout = make_layout(cfg, mesh)
+    state = init_state(layout)
+    before = np.array(state["params"]["depth_net"]["out"], copy=True)
+    conditioner, frozen = build_conditioner(cfg)
+    batch = {k: v for k, v in next(memory_data.iterator(cfg)).items()
+             if k in ("frames", "ref_image", "w2c", "K", "frame_shot", "text_ids", "text_mask")}
+    batch["ref_depth"] = np.full((cfg.shape.batch_size, s.height, s.width), 1.5, np.float32)
+    step = make_train_step(cfg, layout, conditioner, batch, frozen)
+    for _ in range(2):  # the first step's learning rate is 0 (warm-up)
+        state, metrics = step(state, batch, frozen)
+    assert bool(metrics["finite"]) and float(metrics["loss_depth"]) > 0 and float(metrics["loss_depth_label"]) > 0
+    assert np.abs(np.asarray(state["params"]["depth_net"]["out"]) - before).max() > 0
+
+
+def test_init_from_a_model_export_fine_tunes_what_the_config_adds(tmp_path):
+    """init.from an export (params.npz): the export's parameters where the model has them, a fresh init for the
+    parts the config adds; parameters the model lacks or of another shape are refused by name."""
+    from flax import nnx
+
+    from omnidirector_jax.train.export import flatten_params, write_export
+    from omnidirector_jax.train.state import create_model
+
+    plain = small_cfg(*READER, devices=1)
+    params = nnx.state(create_model(plain.model, seed=3)).to_pure_dict()
+    write_export(plain, params, tmp_path / "plain", dtype="float32")
+    deep = small_cfg(*READER, "model.reader_depth=true", "model.depth_channels=8", f"init.from={tmp_path / 'plain'}",
+                     devices=1)
+    got = flatten_params(loop.load_init_params(deep, None))
+    want, fresh = flatten_params(params), flatten_params(nnx.state(create_model(deep.model)).to_pure_dict())
+    assert set(got) == set(fresh) and set(got) - set(want) == {k for k in fresh if k.startswith("depth_net/")} | {
+        "grid_reader/far_head"}
+    for k, v in got.items():
+        np.testing.assert_array_equal(v, want[k] if k in want else fresh[k])
+    write_export(deep, nnx.state(create_model(deep.model)).to_pure_dict(), tmp_path / "deep", dtype="float32")
+    with pytest.raises(loop.TrainingError, match="does not have: .*depth_net"):
+        loop.load_init_params(small_cfg(*READER, f"init.from={tmp_path / 'deep'}", devices=1), None)
+    with pytest.raises(loop.TrainingError, match="another shape"):
+        loop.load_init_params(small_cfg(*READER, "model.reader_hidden=32", f"init.from={tmp_path / 'plain'}",
+                                        devices=1), None)
