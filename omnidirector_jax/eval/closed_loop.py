@@ -128,7 +128,8 @@ def estimate_cameras(frames: np.ndarray, K: np.ndarray, *, fps: float = 25.0, up
     pixels of H×W -> trajectory at H×W (cut frames marked) and the estimator's report. Without TransNetV2
     `weights`, cuts come from the classical detector with a `min_shot_frames` minimum shot, its neighbourhood
     one pair away from each pair (generated videos mark a cut with one white frame, whose two edges would
-    otherwise hide each other when the shots around it are busy)."""
+    otherwise hide each other when the shots around it are busy), and a uniform white frame entered from content
+    taken as a cut on that frame (`flash_frames`: in flickering video neither edge need stand out)."""
     frames = np.asarray(frames)
     with _quiet("omnidirector_jax.perception"):
         return _estimate(frames, K, fps, upsample, weights, estimator, min_shot_frames)
@@ -157,7 +158,7 @@ def _estimate(frames: np.ndarray, K: np.ndarray, fps: float, upsample: int, weig
 
     n, h, w = frames.shape[:3]
     shots = detect_shots(frames, weights_dir=weights, progress=False,
-                         detector=AdaptiveContentDetector(min_shot_length=min_shot_frames, gap=1))
+                         detector=AdaptiveContentDetector(min_shot_length=min_shot_frames, gap=1, flash_frames=True))
     cuts = [int(c) for c in shots.cuts]
     K = np.broadcast_to(np.asarray(K, np.float64), (n, 3, 3))  # (3, 3) or one per frame; the first is used
     big = frames

@@ -100,6 +100,9 @@ def predictions_to_shots(probabilities: np.ndarray, threshold: float = 0.5) -> n
 # ----------------------------------------------------------------------------------------------------------
 
 
+FLASH_SCORE = 0.99  # the probability a flash frame's entering pair gets (above any content score's cap)
+
+
 @dataclass(frozen=True)
 class AdaptiveContentDetector:
     """Cuts where the HSV change between two frames stands out from the change around it.
@@ -118,6 +121,12 @@ class AdaptiveContentDetector:
     window: int = 2
     min_shot_length: int = 15
     gap: int = 0
+    # A uniform white or black frame entered from one that is not (a flash, a one-frame fade, the white frame that
+    # camera grids and generated videos put on a cut) is a transition whatever the change around it: in busy
+    # video its two edges need not stand out from their neighbours. The cut is put on that frame.
+    flash_frames: bool = False
+    flash_std: float = 8.0  # grey-level std (0-255) under which a frame is uniform
+    flash_level: float = 40.0  # ... and a mean this close to 255 (white) or 0 (black)
 
     @staticmethod
     def content_scores(frames: np.ndarray) -> np.ndarray:
@@ -129,6 +138,13 @@ class AdaptiveContentDetector:
         # OpenCV hue spans 0..179 and wraps around; scale it to 0..255 like the other channels.
         delta[..., 0] = np.minimum(delta[..., 0], 180.0 - delta[..., 0]) * (255.0 / 90.0)
         return delta.mean(axis=(1, 2, 3))
+
+    def flash_indices(self, frames: np.ndarray) -> list[int]:
+        """Frames c ≥ 1 that are uniform white or black while frame c − 1 is not (see `flash_frames`)."""
+        grey = np.asarray(frames, np.float32).mean(-1)
+        mean, std = grey.mean(axis=(1, 2)), grey.std(axis=(1, 2))
+        flat = (std < self.flash_std) & ((mean > 255.0 - self.flash_level) | (mean < self.flash_level))
+        return [c for c in range(1, len(frames)) if flat[c] and not flat[c - 1]]
 
     def probabilities(self, frames: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, dict]:
         """(T, H, W, 3) → (T,) scores in [0, 1), above 0.5 exactly where this detector sees a cut.
@@ -148,6 +164,9 @@ class AdaptiveContentDetector:
         # Both conditions as one score: s ≥ 1 iff ratio and content both pass; s / (1 + s) puts that at 0.5.
         strength = np.minimum(ratio / self.adaptive_threshold, content / self.min_content)
         probs = np.append(strength / (1.0 + strength), 0.0).astype(np.float32)  # last frame: no pair after it
+        if self.flash_frames:
+            for c in self.flash_indices(frames):  # the pair entering frame c: the next shot starts at c
+                probs[c - 1] = max(probs[c - 1], FLASH_SCORE)
         # Minimum shot length: keep the strongest cuts first, cap the others at the threshold.
         kept: list[int] = []
         for t in np.argsort(-probs, kind="stable"):

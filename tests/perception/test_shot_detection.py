@@ -90,6 +90,27 @@ def test_gap_finds_a_white_cut_frame_between_busy_shots():
     np.testing.assert_allclose(info["ratio"][7], want, rtol=1e-5)
 
 
+def test_flash_frames_put_the_cut_on_a_white_or_black_frame_in_flickering_video():
+    """Shots that flicker as much from frame to frame as a white frame changes them: no pair stands out, even
+    with gap 1; `flash_frames` finds each uniform white or black frame entered from content, and puts the cut
+    on it (the next shot starts there). A uniform mid-grey frame, or a second white frame, is not a flash."""
+    rng = np.random.default_rng(7)
+    base = rng.integers(60, 200, (3, 1, 32, 32, 3))
+    frames = np.concatenate([base[0].repeat(8, 0), base[1].repeat(8, 0), base[2].repeat(8, 0)])
+    frames = np.clip(frames + rng.integers(-90, 90, frames.shape), 0, 255).astype(np.uint8)  # heavy flicker
+    frames[8], frames[16] = 255, 0  # a white and a black cut frame
+    frames[17] = 0  # a fade: only its first frame is entered from content
+    frames[4] = 128  # uniform grey: no flash
+    gap_only, _ = AdaptiveContentDetector(min_shot_length=3, gap=1).probabilities(frames)
+    assert not (gap_only > 0.5).any()
+    detector = AdaptiveContentDetector(min_shot_length=3, gap=1, flash_frames=True)
+    assert detector.flash_indices(frames) == [8, 16]
+    probs, _ = detector.probabilities(frames)
+    assert np.flatnonzero(probs > 0.5).tolist() == [7, 15]
+    assert detect_shots(frames, detector=detector).cuts.tolist() == [8, 16]
+    assert AdaptiveContentDetector(flash_frames=True).flash_indices(frames[:8]) == []
+
+
 @pytest.mark.parametrize(("hot", "shots"), [
     ([0, 0, 1, 0, 0], [[0, 2], [3, 4]]),
     ([0, 1, 1, 1, 0, 0], [[0, 1], [4, 5]]),  # frames 2-3 of a gradual transition belong to no shot
