@@ -19,7 +19,7 @@ import dataclasses
 import time
 
 from omnidirector_jax.config import Config, ModelConfig
-from omnidirector_jax.models.grid_reader import GridReader
+from omnidirector_jax.models.grid_reader import DepthNet, GridReader
 
 # Dense bf16 peak TFLOP/s per chip (vendor figures, no sparsity).
 PEAK_TFLOPS_BF16: dict[str, float] = {
@@ -85,6 +85,10 @@ def count_params(cfg: Config) -> int:
         embed += sum(9 * a * b + b for a, b in zip(chans[:-1], chans[1:], strict=True))
         embed += lin(GridReader.POOL ** 2 * chans[-1], m.reader_hidden) + m.reader_hidden * 8 + lin(p, d)
         embed += lin(m.reader_hidden, 1) if m.reader_shot_gate else 0  # the cut head
+    if m.grid_reader and m.reader_depth:  # the far head and the depth net (dilated convs, bias-free output)
+        chans = (m.latent_channels // m.reader_unshuffle ** 2,) + (m.depth_channels,) * len(DepthNet.DILATIONS)
+        embed += m.reader_hidden * 8 + sum(9 * a * b + b for a, b in zip(chans[:-1], chans[1:], strict=True))
+        embed += m.depth_channels
     final = lin(d, 2 * d) + lin(d, p)
     return embed + m.depth * dual + m.single_depth * single + final
 
@@ -117,6 +121,13 @@ def count_flops(cfg: Config, batch: int | None = None) -> FlopCount:
             f["patch_embed"] += mm(pairs * hh * ww, 9 * a, c)
         f["patch_embed"] += mm(pairs, GridReader.POOL ** 2 * chans[-1], m.reader_hidden) + mm(pairs, m.reader_hidden, 8)
         f["patch_embed"] += mm(pairs, m.reader_hidden, 1) if m.reader_shot_gate else 0
+        if m.reader_depth:  # far head per pair; the depth net on the reference at full resolution
+            f["patch_embed"] += mm(pairs, m.reader_hidden, 8)
+            full = b * lh * m.reader_unshuffle * lw * m.reader_unshuffle
+            dchans = (m.latent_channels // m.reader_unshuffle ** 2,) + (m.depth_channels,) * len(DepthNet.DILATIONS)
+            for a, c in zip(dchans[:-1], dchans[1:], strict=True):
+                f["patch_embed"] += mm(full, 9 * a, c)
+            f["patch_embed"] += mm(full, m.depth_channels, 1)
         f["patch_embed"] += mm(b * (s.latent_frames // pt) * (lh // ph) * (lw // pw), p, d)
     t_rows = b * frames + b  # per-frame timesteps for visual tokens, one for text
     f["embed"] = mm(b * l_txt, dt, d) + mm(b, dt, d) + mm(b, d, d) + mm(t_rows, m.freq_dim, d) + mm(t_rows, d, d)
